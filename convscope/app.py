@@ -1,0 +1,46 @@
+"""The Gradio Blocks app, built from the model cards in models/. Imports no torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from convscope.runtime import MODELS_DIR, Registry, load_registry
+from convscope.tabs import digits
+
+TITLE = "ConvScope — see what a CNN does"
+CSS = """
+.cs-notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
+#digit-sketch { max-width: 360px; }
+#digit-preview img { image-rendering: pixelated; }
+"""
+UPLOAD_CACHE = (600, 600)  # delete uploads every 10 min once older than 10 min: nothing is kept
+
+
+def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = None) -> gr.Blocks:
+    registry = registry or load_registry(models_dir)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=UPLOAD_CACHE) as demo:
+        gr.Markdown(f"# {TITLE}\nEvery model here was trained in PyTorch, exported to ONNX and is "
+                    "served by ONNX Runtime. Each one's model card (accuracy measured on the ONNX "
+                    "file, training time, limitations) is in `models/`.")
+        with gr.Tab("Digits", id="digits"):
+            digits.build(registry)
+        demo.load(None, None, None, js=digits.SELECT_BRUSH_JS)
+        # An echo endpoint with the same input as predict_digit: the benchmark's baseline for
+        # what the Gradio round trip costs without preprocessing or a model.
+        echo_in = gr.Sketchpad(visible=False, image_mode="L", type="numpy")
+        echo_out = gr.Textbox(visible=False)
+        gr.Button(visible=False).click(lambda v: "ok", echo_in, echo_out, api_name="echo",
+                                       api_visibility="undocumented")
+    demo.registry = registry  # for tests and the benchmark
+    return demo
+
+
+def launch(demo: gr.Blocks, **kwargs) -> None:
+    """Host and port from the environment (Hugging Face Spaces sets GRADIO_SERVER_NAME/PORT)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                max_file_size="10mb", css=CSS, theme=gr.themes.Soft(), **kwargs)

@@ -1,0 +1,126 @@
+"""The model card: the one schema every shipped model is described by.
+
+``export`` writes ``models/<name>.json`` and embeds the same JSON (minus ``sha256``, which
+cannot describe the file that contains it) in the ONNX file's metadata under
+``convscope_card``. The app builds its tabs from the cards; tests are parametrized over them.
+
+Everything numeric in a card is measured by code (export runs the ONNX file in onnxruntime);
+nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+METADATA_KEY = "convscope_card"
+TABS = ("digits", "cifar10", "xray")
+OUTPUT_KINDS = ("probs", "feature_map", "cam")
+
+
+_FLAT_LIST = re.compile(r"\[\s*((?:[^\[\]{}\s][^\[\]{}]*?)?)\s*\]", re.S)  # a list with no nested list/dict
+
+
+class CardError(ValueError):
+    """A card that is missing, malformed, or does not match its model file."""
+
+
+@dataclass
+class ModelCard:
+    name: str  # unique; also the file stem
+    title: str  # human-readable name shown in the app
+    tab: str  # which app tab serves it (one of TABS)
+    file: str  # ONNX file name, relative to the card
+    description: str
+    input: dict  # {name, dtype, layout, shape, preprocess, ...}: see export.card
+    outputs: list[dict]  # [{name, kind, shape}], kind in OUTPUT_KINDS
+    labels: list[str]
+    metrics: dict  # measured on the ONNX file in onnxruntime: dataset, split, n, accuracy, ...
+    calibration: dict  # decision rules the app applies, with the operating point they give
+    params: int
+    flops: int  # per image: 2 x multiply-adds of conv and linear layers
+    training: dict  # recipe, config, time, machine, final validation figures
+    versions: dict  # torch, onnx, onnxruntime, opset
+    data_sources: list[str]
+    limitations: list[str]
+    parity: dict  # max |torch - onnxruntime| per output on random and real inputs
+    artifacts: dict = field(default_factory=dict)  # figure files beside the card
+    sha256: str = ""  # of ``file``; empty only inside the ONNX metadata copy
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelCard:
+        if not isinstance(d, dict):
+            raise CardError("card is not a JSON object")
+        names = {f.name for f in fields(cls)}
+        missing = sorted(f.name for f in fields(cls) if f.name not in d
+                         and f.name not in ("artifacts", "sha256", "schema"))
+        if missing:
+            raise CardError(f"card is missing {', '.join(missing)}")
+        card = cls(**{k: v for k, v in d.items() if k in names})
+        card.check()
+        return card
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCard:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise CardError(f"cannot read card {path}: {e}") from e
+
+    def check(self) -> None:
+        if self.schema != SCHEMA_VERSION:
+            raise CardError(f"card schema {self.schema}, this app reads {SCHEMA_VERSION}")
+        if self.tab not in TABS:
+            raise CardError(f"unknown tab {self.tab!r}")
+        kinds = [o.get("kind") for o in self.outputs]
+        if "probs" not in kinds or any(k not in OUTPUT_KINDS for k in kinds):
+            raise CardError(f"outputs must include one 'probs' and only kinds {OUTPUT_KINDS}")
+        probs = next(o for o in self.outputs if o["kind"] == "probs")
+        if probs["shape"][-1] != len(self.labels):
+            raise CardError(f"{len(self.labels)} labels for {probs['shape'][-1]} probabilities")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Readable JSON: one key per line, but lists of plain values kept on one line."""
+        text = json.dumps(self.to_dict(), indent=1, ensure_ascii=False)
+        flat = _FLAT_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",\n")) + "]", text)
+        return (flat if json.loads(flat) == json.loads(text) else text) + "\n"  # odd strings: plain
+
+    def metadata_json(self) -> str:
+        """The copy embedded in the ONNX file: everything but the file's own hash."""
+        d = self.to_dict()
+        d["sha256"] = ""
+        return json.dumps(d, ensure_ascii=False, sort_keys=True)
+
+    def output_names(self, kind: str) -> list[str]:
+        return [o["name"] for o in self.outputs if o["kind"] == kind]
+
+    def verify_file(self, models_dir: Path) -> Path:
+        """Path of the model file, after checking it exists and matches ``sha256``."""
+        path = models_dir / self.file
+        if not path.exists():
+            raise CardError(f"model file {self.file} is missing")
+        digest = sha256_file(path)
+        if digest != self.sha256:
+            raise CardError(f"{self.file} does not match its card (sha256 {digest[:12]}… "
+                            f"!= {self.sha256[:12]}…): re-export, or restore the file")
+        return path
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_cards(models_dir: str | Path) -> list[Path]:
+    return sorted(Path(models_dir).glob("*.json"))

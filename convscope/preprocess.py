@@ -1,0 +1,182 @@
+"""Image decoding and geometry, numpy/PIL only: the one home of "what the model sees".
+
+The app calls these functions, and so do the tests and the export-time evaluation, so training,
+evaluation and serving can never disagree. Arithmetic (scaling, mean/std) is *not* here: it lives
+inside each ONNX graph, which takes raw uint8 pixels.
+
+Every function raises :class:`InputError` (a ``ValueError`` with a message meant for the user)
+for input it cannot use; nothing here should ever surface a stack trace.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+MIN_SIDE = 8  # px: smaller images cannot hold a recognisable digit
+MAX_PIXELS = 40_000_000  # refuse anything larger (about 6300x6300): bounded memory per request
+WORK_SIDE = 200  # px: the digit's longer side while its stroke width is normalised (10x MNIST's box)
+MIN_CONTRAST = 32  # of 255: weaker ink than this counts as an empty canvas (JPEG noise, paper grain)
+
+# Measured on the MNIST test set (see tests/test_preprocess.py): centre of mass of the digits
+# and the median stroke width (2 * ink area / ink boundary, ink = pixels above 64).
+MNIST_COM = (14.0, 14.0)
+MNIST_STROKE = 3.35  # px at 28x28
+MNIST_BOX = 20  # px: digits are fit into 20x20, keeping their aspect ratio
+
+
+class InputError(ValueError):
+    """Input the model cannot use; ``str(e)`` is a message for the user."""
+
+
+class EmptyInput(InputError):
+    """Nothing drawn (None, blank, or a uniform image)."""
+
+
+def to_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
+    """Any image (PIL or array: L, RGB, RGBA, 16-bit, float, bool) -> float32 HxW in [0, 255].
+
+    Transparent areas are composited onto white (a transparent canvas is white paper, not black).
+    """
+    if img is None:
+        raise EmptyInput("Nothing was drawn: the canvas is empty.")
+    if isinstance(img, Image.Image):
+        if img.mode == "P":
+            img = img.convert("RGBA")
+        elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGB")
+        img = np.asarray(img)
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (2, 3, 4)):
+        raise InputError(f"Expected an image, got an array of shape {a.shape}.")
+    a = _to_0_255(a)
+    if a.ndim == 3 and a.shape[2] in (2, 4):  # alpha: composite onto white paper
+        alpha = a[..., -1:] / 255.0
+        a = a[..., :-1] * alpha + 255.0 * (1.0 - alpha)
+    if a.ndim == 3 and a.shape[2] == 3:
+        a = a @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL's "L"
+    elif a.ndim == 3:
+        a = a[..., 0]
+    return np.ascontiguousarray(a, np.float32)
+
+
+def _to_0_255(a: np.ndarray) -> np.ndarray:
+    """Pixel values of any dtype -> float32 in [0, 255]."""
+    if a.dtype == bool:
+        return a.astype(np.float32) * 255.0
+    if a.dtype == np.uint8:
+        return a.astype(np.float32)
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 257.0
+    f = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if np.issubdtype(a.dtype, np.floating) and f.size and f.min() >= 0 and f.max() <= 1.0:
+        return f * 255.0  # float images in [0, 1]
+    if f.size and (f.min() < 0 or f.max() > 255):  # 32-bit ints, HDR floats: stretch the range
+        lo, hi = float(f.min()), float(f.max())
+        return (f - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(f)
+    return f
+
+
+def check_size(h: int, w: int) -> None:
+    if min(h, w) < MIN_SIDE:
+        raise InputError(f"The image is {w}x{h} px: too small (at least {MIN_SIDE}x{MIN_SIDE} px).")
+    if h * w > MAX_PIXELS:
+        raise InputError(f"The image is {w}x{h} px: too large (at most {MAX_PIXELS // 1_000_000} megapixels).")
+
+
+def ink_map(gray: np.ndarray) -> np.ndarray:
+    """Ink strength in [0, 255] relative to the background, whatever the polarity.
+
+    The background is the median of the image border: dark ink on light paper (a canvas, a
+    photo of paper) and light ink on dark (MNIST itself, chalkboards) both come out as ink > 0.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    bg = float(np.median(border))
+    ink = (bg - gray) if bg >= 128 else (gray - bg)
+    return np.clip(ink, 0, 255)
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width of a binary drawing: 2 * area / boundary pixels (exact for long bands)."""
+    area = int(mask.sum())
+    if area == 0:
+        return 0.0
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    boundary = int((mask & ~inner).sum())
+    return 2.0 * area / max(boundary, 1)
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+
+
+def _normalise_stroke(work: Image.Image, scale_to_28: float) -> Image.Image:
+    """Thicken hairlines and thin marker strokes so that, at 28x28, strokes are MNIST-wide."""
+    mask = np.asarray(work) > 64
+    width = stroke_width(mask) * scale_to_28  # as it would be at 28x28
+    radius = 0
+    if width < 0.6 * MNIST_STROKE or width > 1.8 * MNIST_STROKE:
+        radius = int(round((MNIST_STROKE - width) / (2 * scale_to_28)))
+    if radius > 0:
+        return work.filter(ImageFilter.MaxFilter(2 * radius + 1))
+    if radius < 0:
+        eroded = work.filter(ImageFilter.MinFilter(2 * min(-radius, 12) + 1))
+        if (np.asarray(eroded) > 64).sum() >= 0.2 * mask.sum():  # never erase the drawing
+            return eroded
+    return work
+
+
+def mnist_digit(img: np.ndarray | Image.Image | None) -> np.ndarray:
+    """A drawing or photo of one digit -> the 28x28 uint8 image an MNIST model expects.
+
+    MNIST's own procedure: find the ink, crop its bounding box, fit it into 20x20 keeping the
+    aspect ratio (anti-aliased), and place it in 28x28 with its centre of mass at the centre.
+    Polarity is detected from the border, and stroke width is normalised first so a hairline
+    or a fat marker both look like an MNIST pen stroke. Output: white ink (255) on black (0).
+    """
+    gray = to_gray(img)
+    check_size(*gray.shape)
+    if max(gray.shape) > 4 * WORK_SIDE:  # area-average huge canvases down first: bounded work
+        f = 4 * WORK_SIDE / max(gray.shape)
+        small = Image.fromarray(gray).resize((max(1, round(gray.shape[1] * f)), max(1, round(gray.shape[0] * f))),
+                                             Image.Resampling.BOX)
+        gray = np.asarray(small, np.float32)
+    ink = ink_map(gray)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise EmptyInput("Nothing was drawn: the image is blank or uniform.")
+    ink = ink * (255.0 / peak)
+    y0, y1, x0, x1 = _bbox(ink > 64)
+    crop = Image.fromarray(ink[y0:y1, x0:x1].astype(np.uint8))
+    # Work at 10x MNIST's box so stroke normalisation has pixels to work with.
+    f = WORK_SIDE / max(crop.size)
+    work_size = (max(1, round(crop.width * f)), max(1, round(crop.height * f)))
+    work = crop.resize(work_size, Image.Resampling.BOX if f < 1 else Image.Resampling.BILINEAR)
+    pad = WORK_SIDE // 4  # room for strokes to grow
+    padded = Image.new("L", (work.width + 2 * pad, work.height + 2 * pad))
+    padded.paste(work, (pad, pad))
+    work = _normalise_stroke(padded, MNIST_BOX / WORK_SIDE)
+    arr = np.asarray(work)
+    y0, y1, x0, x1 = _bbox(arr > 64)
+    work = work.crop((x0, y0, x1, y1))
+    s = MNIST_BOX / max(work.size)
+    fitted = work.resize((max(1, round(work.width * s)), max(1, round(work.height * s))), Image.Resampling.LANCZOS)
+    digit = np.asarray(fitted, np.float32)
+    mass = digit.sum()
+    yy, xx = np.indices(digit.shape)
+    cy, cx = (digit * yy).sum() / mass, (digit * xx).sum() / mass
+    top = int(np.clip(round(MNIST_COM[0] - cy), 0, 28 - digit.shape[0]))
+    left = int(np.clip(round(MNIST_COM[1] - cx), 0, 28 - digit.shape[1]))
+    out = np.zeros((28, 28), np.uint8)
+    out[top:top + digit.shape[0], left:left + digit.shape[1]] = np.clip(digit, 0, 255).astype(np.uint8)
+    return out
+
+
+PREPROCESSORS = {"mnist_digit": mnist_digit}

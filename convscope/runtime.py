@@ -1,0 +1,113 @@
+"""ONNX Runtime sessions for the shipped models, discovered from their cards.
+
+CPU by default. With onnxruntime-gpu installed, CUDA is *asked* for, and a model counts as on
+the GPU only if its session really got the CUDA provider: the GPU build lists CUDA as available
+even on machines without a usable GPU, and then quietly falls back to the CPU.
+
+``CONVSCOPE_PROVIDER=cpu`` forces the CPU; ``CONVSCOPE_ORT_THREADS`` sets intra-op threads
+(default 1: on a small shared machine one thread per request keeps concurrent users from
+fighting over cores, and measured fastest at batch 1 here).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from convscope.cards import CardError, ModelCard, find_cards
+
+log = logging.getLogger("convscope")
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or int(os.environ.get("CONVSCOPE_ORT_THREADS", "1"))
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # warnings about unused initializers etc. are noise for users
+    return so
+
+
+def make_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A session on CUDA if this build offers it and it really attaches, else on the CPU."""
+    want_cuda = (os.environ.get("CONVSCOPE_PROVIDER", "auto").lower() != "cpu"
+                 and CUDA in ort.get_available_providers())
+    if want_cuda:
+        try:
+            sess = ort.InferenceSession(str(path), session_options(threads), providers=[CUDA, CPU])
+            if sess.get_providers()[0] == CUDA:
+                return sess
+        except Exception as e:  # a broken CUDA install must not take the CPU path down with it
+            log.warning("CUDA session for %s failed (%s); using the CPU", path, e)
+    return ort.InferenceSession(str(path), session_options(threads), providers=[CPU])
+
+
+@dataclass
+class ServedModel:
+    card: ModelCard
+    session: ort.InferenceSession
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def run(self, outputs: list[str], images: np.ndarray) -> list[np.ndarray]:
+        """Run on uint8 NHWC ``images`` (a batch), fetching only the named ``outputs``."""
+        return self.session.run(outputs, {self.card.input["name"]: images})
+
+    def probs(self, images: np.ndarray) -> np.ndarray:
+        return self.run(["probs"], images)[0]
+
+
+@dataclass
+class Registry:
+    """Every model found in ``models/``, and why each unusable one could not be served."""
+
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # card file stem -> reason
+
+    def for_tab(self, tab: str) -> list[ServedModel]:
+        return [m for m in self.models.values() if m.card.tab == tab]
+
+    def broken_for_tab(self, tab: str, expected: tuple[str, ...] = ()) -> dict[str, str]:
+        """Problems that concern ``tab``: its broken cards, plus expected models with no card."""
+        out = {k: v for k, v in self.broken.items() if k in expected or k.startswith(tab)}
+        for name in expected:
+            if name not in self.models and name not in out:
+                out[name] = f"no card models/{name}.json"
+        return out
+
+
+def load_registry(models_dir: str | Path = MODELS_DIR) -> Registry:
+    """Load every card in ``models_dir``, verify its file's sha256, open one session each.
+
+    Never raises for a bad model: it lands in ``broken`` with a reason the UI shows.
+    """
+    models_dir = Path(models_dir)
+    reg = Registry()
+    for card_path in find_cards(models_dir):
+        try:
+            card = ModelCard.load(card_path)
+            path = card.verify_file(models_dir)
+            sess = make_session(path)
+            got = {o.name for o in sess.get_outputs()}
+            want = {o["name"] for o in card.outputs}
+            if not want <= got:
+                raise CardError(f"{card.file} lacks outputs {sorted(want - got)} named in its card")
+            reg.models[card.name] = ServedModel(card, sess)
+            log.info("loaded %s on %s", card.name, sess.get_providers()[0])
+        except Exception as e:  # noqa: BLE001 — any failure disables only this model
+            reg.broken[card_path.stem] = str(e) if isinstance(e, CardError) else f"{type(e).__name__}: {e}"
+            log.warning("model %s disabled: %s", card_path.stem, reg.broken[card_path.stem])
+    return reg

@@ -1,0 +1,1 @@
+"""One module per app tab; each exposes ``build(registry)`` and renders into the current tab."""

@@ -1,0 +1,158 @@
+"""CLI: ``python -m export <recipe | checkpoint.pt> [--data-dir DIR] [--models-dir models]``.
+
+Turns a checkpoint into ``models/<name>.onnx`` (one file, uint8 NHWC input, dynamic batch) and
+its card ``models/<name>.json``, after onnx.checker, torch-vs-onnxruntime parity on random and
+real inputs, and the test-set metrics measured by running the ONNX file in onnxruntime.
+
+A recipe name exports ``runs/<recipe>/last.pt`` if a run exists, else the shipped weights in
+``checkpoints/<recipe>.pt`` (so an export-code change never needs retraining). Exporting a new
+run also writes its weights-only checkpoint to ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from convscope.cards import METADATA_KEY, ModelCard, sha256_file
+from convscope.metrics import classification_metrics, predict_probs
+from convscope.runtime import make_session
+from export.onnx_export import check_parity, count_flops, export_onnx, latency_ms
+from export.wrap import ExportWrapper
+from train import nets, plots
+from train.datasets import INPUT_SPECS, load_split, synthetic_split
+from train.recipes import RECIPES
+
+REPO = Path(__file__).resolve().parent.parent
+WEIGHT_KEYS = ("arch", "arch_kwargs", "recipe", "state_dict", "config", "history", "epoch",
+               "train_time_s", "machine", "val_confusion")
+
+
+def resolve_checkpoint(target: str) -> Path:
+    if target.endswith(".pt"):
+        return Path(target)
+    if target not in RECIPES:
+        raise SystemExit(f"unknown recipe {target!r}; known: {sorted(RECIPES)} (or pass a .pt file)")
+    for p in (REPO / "runs" / target / "last.pt", REPO / "checkpoints" / f"{target}.pt"):
+        if p.exists():
+            return p
+    raise SystemExit(f"no checkpoint for {target}: train it first (python -m train {target})")
+
+
+def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path, metrics: dict,
+               parity: dict, latency: dict, opset: int, artifacts: dict) -> ModelCard:
+    spec = INPUT_SPECS[recipe.dataset]
+    c, h, w = wrapper.input_chw()
+    sess = make_session(onnx_path)
+    shapes = {o.name: [None if not isinstance(d, int) else d for d in o.shape] for o in sess.get_outputs()}
+    kinds = {"probs": "probs", "cam": "cam"}
+    outputs = [{"name": n, "kind": kinds.get(n, "feature_map"), "shape": shapes[n]} for n in wrapper.output_names]
+    for o in outputs:
+        if o["kind"] == "cam":
+            o["of"] = wrapper.cam_stage
+    hist = ckpt.get("history", [])
+    cal = {"reject_below": recipe.reject_below,
+           "rule": "top-1 probability below reject_below -> the app says the input does not look "
+                   "like one of the classes instead of naming one",
+           "operating_point": {k: metrics[k] for k in ("coverage_at_threshold", "accuracy_when_kept")},
+           "temperature": None}
+    return ModelCard(
+        name=recipe.name, title=recipe.title, tab=recipe.tab, file=onnx_path.name,
+        description=recipe.description,
+        input={"name": "image", "dtype": "uint8", "layout": "NHWC", "shape": [None, h, w, c],
+               "range": [0, 255], "color": spec["color"], "preprocess": spec["preprocess"],
+               "preprocess_note": spec["note"]},
+        outputs=outputs, labels=list(metrics.pop("labels")), metrics=metrics, calibration=cal,
+        params=nets.count_params(net), flops=count_flops(net, (c, h, w)),
+        training={"recipe": recipe.name, "arch": ckpt["arch"], "arch_kwargs": ckpt["arch_kwargs"],
+                  "config": ckpt["config"], "epochs": ckpt.get("epoch"),
+                  "train_time_s": round(ckpt.get("train_time_s", 0.0), 1),
+                  "machine": ckpt.get("machine"),
+                  "final_val_acc": hist[-1]["val_acc"] if hist else None,
+                  "final_val_loss": hist[-1]["val_loss"] if hist else None,
+                  "history": hist,
+                  "command": f"python -m train {recipe.name}"},
+        versions={"torch": torch.__version__, "onnx": onnx.__version__,
+                  "onnxruntime": onnxruntime.__version__, "opset": opset},
+        data_sources=[spec["data_source"]], limitations=list(recipe.limitations),
+        parity=parity, artifacts=artifacts | {"latency": latency},
+    )
+
+
+def main(argv: list[str] | None = None) -> ModelCard:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", help="recipe name or path to a checkpoint .pt")
+    p.add_argument("--data-dir", default=None, help="folder laid out like ../shared/data")
+    p.add_argument("--models-dir", default=str(REPO / "models"))
+    p.add_argument("--checkpoints-dir", default=str(REPO / "checkpoints"))
+    p.add_argument("--smoke", action="store_true", help="synthetic 'test set' (for tests of this script)")
+    args = p.parse_args(argv)
+
+    ckpt_path = resolve_checkpoint(args.target)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    recipe = RECIPES[ckpt["recipe"]]
+    net = nets.from_checkpoint(ckpt)
+    wrapper = ExportWrapper(net)
+    models_dir = Path(args.models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+
+    test = (synthetic_split(recipe.dataset, 200, seed=1) if args.smoke
+            else load_split(recipe.dataset, INPUT_SPECS[recipe.dataset]["test_split"], data_dir=args.data_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp) / f"{recipe.name}.onnx"
+        model = export_onnx(wrapper, tmp_path)
+        sess = make_session(tmp_path, threads=2)
+        parity = check_parity(wrapper, sess, test.x[:64])
+        probs = predict_probs(sess, test.x)
+        metrics = {"dataset": recipe.dataset, "split": "synthetic" if args.smoke else "test",
+                   "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
+                   **classification_metrics(probs, test.y, test.labels, recipe.reject_below),
+                   "labels": test.labels}
+        lat = latency_ms(tmp_path, test.x)
+        graph_bytes = model.graph.SerializeToString()
+
+        stem = models_dir / recipe.name
+        run_dir = ckpt_path.parent if ckpt_path.name == "last.pt" else None
+        artifacts = {}
+        if run_dir and (run_dir / "curves.png").exists():
+            shutil.copy(run_dir / "curves.png", f"{stem}.curves.png")
+            artifacts["curves"] = f"{recipe.name}.curves.png"
+        elif Path(f"{stem}.curves.png").exists():
+            artifacts["curves"] = f"{recipe.name}.curves.png"
+        plots.plot_confusion(np.array(metrics["confusion"]), test.labels, Path(f"{stem}.confusion.png"),
+                             f"{recipe.name}: {metrics['split']} set, ONNX Runtime")
+        artifacts["confusion"] = f"{recipe.name}.confusion.png"
+
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        card = build_card(recipe, ckpt, net, wrapper, tmp_path, metrics, parity, lat, opset, artifacts)
+        # Embed the card, then prove the shipped graph is the one just measured.
+        onnx.helper.set_model_props(model, {METADATA_KEY: card.metadata_json()})
+        onnx.save(model, f"{stem}.onnx")
+    shipped = onnx.load(f"{stem}.onnx")
+    assert shipped.graph.SerializeToString() == graph_bytes, "shipped graph differs from the measured one"
+    card.sha256 = sha256_file(f"{stem}.onnx")
+    Path(f"{stem}.json").write_text(card.to_json())
+
+    if not args.smoke and ckpt_path.name == "last.pt":  # keep the weights this model came from
+        ckpt_dir = Path(args.checkpoints_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({k: ckpt[k] for k in WEIGHT_KEYS if k in ckpt}, ckpt_dir / f"{recipe.name}.pt")
+    print(json.dumps({"model": f"{stem}.onnx", "accuracy": card.metrics["accuracy"],
+                      "n": card.metrics["n"], "parity_max_abs_diff": parity["max_abs_diff"],
+                      "params": card.params, "flops": card.flops,
+                      "latency_ms_b1": round(lat["median_ms"], 3)}, indent=1))
+    return card
+
+
+if __name__ == "__main__":
+    main()

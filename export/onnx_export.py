@@ -1,0 +1,93 @@
+"""Checkpoint -> single-file ONNX, checked, parity-tested and measured in onnxruntime."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+import onnxruntime as ort
+
+from convscope.runtime import make_session
+from export.wrap import ExportWrapper
+
+PARITY_TOL = 1e-4  # max |torch - onnxruntime| accepted on any output
+
+
+def export_onnx(wrapper: ExportWrapper, path: Path) -> onnx.ModelProto:
+    """Export with a dynamic batch, all weights inside the one file, then run the checker."""
+    wrapper.eval()
+    c, h, w = wrapper.input_chw()
+    example = torch.randint(0, 256, (2, h, w, c), dtype=torch.uint8)
+    torch.onnx.export(
+        wrapper, (example,), str(path), dynamo=True,
+        external_data=False,  # else weights go to <file>.data and the sha256 covers half the model
+        input_names=["image"], output_names=wrapper.output_names,
+        dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}},
+    )
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def max_abs_diffs(wrapper: ExportWrapper, sess: ort.InferenceSession, images: np.ndarray) -> dict[str, float]:
+    """max |torch - ORT| for every output on the same uint8 batch."""
+    with torch.no_grad():
+        ref = [t.numpy() for t in wrapper(torch.from_numpy(np.array(images)))]
+    got = sess.run(wrapper.output_names, {"image": images})
+    return {n: float(np.abs(r - g).max()) for n, r, g in zip(wrapper.output_names, ref, got, strict=True)}
+
+
+def check_parity(wrapper: ExportWrapper, sess: ort.InferenceSession, real_images: np.ndarray, seed: int = 0) -> dict:
+    c, h, w = wrapper.input_chw()
+    rand = np.random.default_rng(seed).integers(0, 256, (8, h, w, c), dtype=np.uint8)
+    parity = {"tolerance": PARITY_TOL,
+              "random_uint8_batch8": max_abs_diffs(wrapper, sess, rand),
+              f"real_test_batch{len(real_images)}": max_abs_diffs(wrapper, sess, real_images)}
+    worst = max(v for d in parity.values() if isinstance(d, dict) for v in d.values())
+    parity["max_abs_diff"] = worst
+    if worst > PARITY_TOL:
+        raise AssertionError(f"ONNX parity failed: max abs diff {worst:.3g} > {PARITY_TOL}: {parity}")
+    return parity
+
+
+def count_flops(net: nn.Module, chw: tuple[int, int, int]) -> int:
+    """FLOPs per image (2 x multiply-adds) of Conv2d and Linear layers, via forward hooks."""
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        total += 2 * out[0].numel() * k
+
+    def linear_hook(m: nn.Linear, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        total += 2 * m.in_features * m.out_features
+
+    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
+             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, *chw))
+    for hk in hooks:
+        hk.remove()
+    return int(total)
+
+
+def latency_ms(path: Path, served_input: np.ndarray, runs: int = 200) -> dict:
+    """Median and p90 batch-1 latency of a fresh 1-thread CPU session on this machine."""
+    sess = make_session(path, threads=1)
+    name = sess.get_inputs()[0].name
+    x = served_input[:1]
+    for _ in range(10):
+        sess.run(["probs"], {name: x})
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(["probs"], {name: x})
+        ts.append((time.perf_counter() - t) * 1e3)
+    return {"batch": 1, "threads": 1, "runs": runs, "median_ms": float(np.median(ts)),
+            "p90_ms": float(np.percentile(ts, 90)), "provider": sess.get_providers()[0]}

@@ -1,0 +1,41 @@
+"""The graph every exported model presents to the app.
+
+Input ``image``: uint8, NHWC, pixels 0-255, any batch size. The cast and the NHWC -> NCHW
+permute happen in the graph; scaling and mean/std are already in the net (``Normalize``).
+Outputs: ``probs`` (softmax), then each conv stage's activation under its own name, then for
+nets with a global-average-pool + linear head ``cam``: the class-activation maps of every class,
+``einsum("nkhw,ck->nchw", last_map, W)``. For such a head Grad-CAM equals CAM (the gradient of a
+logit w.r.t. the last map is W[c] / (h*w) everywhere), so this is exact and needs no autograd.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ExportWrapper(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.eval()
+        _, stages = net.forward_stages(torch.zeros(1, *self.input_chw()))
+        self.stage_names = list(stages)
+        self.cam_stage = getattr(net, "cam_stage", None)
+
+    def input_chw(self) -> tuple[int, int, int]:
+        # every net documents its input through its Normalize buffers (channels) and image size
+        c = self.net.normalize.mean.shape[1]
+        size = getattr(self.net, "image_size", 28)
+        return (c, size, size)
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["probs", *self.stage_names, *(["cam"] if self.cam_stage else [])]
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        logits, stages = self.net.forward_stages(x)
+        outs = [torch.softmax(logits, dim=1), *stages.values()]
+        if self.cam_stage:
+            outs.append(torch.einsum("nkhw,ck->nchw", stages[self.cam_stage], self.net.classifier.weight))
+        return tuple(outs)

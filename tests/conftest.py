@@ -1,0 +1,71 @@
+"""Shared fixtures: the shipped cards, the real data when present, and the app on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from convscope.cards import ModelCard, find_cards  # noqa: E402
+from convscope.runtime import MODELS_DIR  # noqa: E402
+from train.datasets import mnist_available, resolve_data_dir  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CARDS = [ModelCard.load(p) for p in find_cards(MODELS_DIR)]
+DATA_DIR = resolve_data_dir()
+NO_MNIST = f"MNIST not found under {DATA_DIR} (set CONVSCOPE_DATA_DIR to a folder with MNIST/raw/*.gz)"
+
+
+def card_params(tab: str | None = None) -> list:
+    return [pytest.param(c, id=c.name) for c in CARDS if tab is None or c.tab == tab]
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    if not mnist_available():
+        pytest.skip(NO_MNIST)
+    from train.datasets import load_mnist
+
+    return load_mnist("test")
+
+
+def canvas_png(digit28: np.ndarray, path: Path, side: int = 280, rgba: bool = False) -> Path:
+    """An MNIST digit drawn large like a canvas: black ink on white (or on transparent)."""
+    ink = Image.fromarray(digit28).resize((side, side), Image.Resampling.BILINEAR)
+    if rgba:  # what a browser canvas exports: black strokes, alpha = ink, transparent elsewhere
+        img = Image.merge("RGBA", [Image.new("L", ink.size, 0)] * 3 + [ink])
+    else:
+        img = Image.fromarray(255 - np.asarray(ink))
+    img.save(path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """The real app (all shipped models) served in-process on a free port."""
+    from convscope.app import CSS, build_app
+
+    demo = build_app()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)

@@ -1,0 +1,23 @@
+"""Re-measure the shipped ONNX files on the real test sets: a card's claim must be reproducible."""
+
+from __future__ import annotations
+
+import pytest
+
+from convscope.metrics import classification_metrics, predict_probs
+from convscope.runtime import MODELS_DIR, make_session
+from tests.conftest import card_params
+
+# The targets the issues set, per model (fraction of the test set).
+TARGETS = {"mnist_lenet5": 0.990, "mnist_cnn": 0.996}
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("card", card_params("digits"))
+def test_digit_models_on_mnist_test(card, mnist_test):
+    probs = predict_probs(make_session(MODELS_DIR / card.file, threads=2), mnist_test.x)
+    m = classification_metrics(probs, mnist_test.y, mnist_test.labels, card.calibration["reject_below"])
+    assert m["n"] == card.metrics["n"] == 10_000
+    assert m["errors"] == card.metrics["errors"]  # exactly what the card says
+    assert m["accuracy"] >= TARGETS.get(card.name, 0.98)
+    assert m["coverage_at_threshold"] == pytest.approx(card.calibration["operating_point"]["coverage_at_threshold"])

@@ -1,0 +1,89 @@
+"""A real browser draws digits on the Digits tab and reads both models' answers.
+
+Uses Debian's chromium through python playwright (``playwright install`` cannot work offline).
+Skips when chromium is absent, unless CONVSCOPE_REQUIRE_BROWSER=1 (as .ci/run sets), where a
+missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from convscope.tabs.digits import SKETCH_ID
+from tests.conftest import CARDS
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DIGIT_MODELS = [c.name for c in CARDS if c.tab == "digits"]
+
+# Strokes in canvas fractions (0..1), a few waypoints each: every mouse move costs ~0.15 s of
+# software WebGL here, so digits are drawn as short polylines.
+STROKES = {
+    "1": [[(0.52, 0.15), (0.52, 0.5), (0.52, 0.85)]],
+    "7": [[(0.28, 0.2), (0.5, 0.2), (0.72, 0.2), (0.6, 0.5), (0.48, 0.85)]],
+    "0": [[(0.5, 0.15), (0.32, 0.3), (0.3, 0.55), (0.38, 0.8), (0.55, 0.85), (0.68, 0.65),
+           (0.7, 0.4), (0.62, 0.2), (0.5, 0.15)]],
+}
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    if not CHROMIUM:
+        if os.environ.get("CONVSCOPE_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is not installed (apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
+        pg.goto(app_url)
+        pg.wait_for_selector(f"#{SKETCH_ID} .pixi-target canvas", timeout=60_000)
+        pg.wait_for_timeout(1500)  # let the on-load script pick the brush
+        yield pg
+        browser.close()
+
+
+def draw(page, strokes) -> None:
+    canvas = page.locator(f"#{SKETCH_ID} .pixi-target canvas").first
+    box = canvas.bounding_box()
+    for stroke in strokes:
+        (x0, y0), rest = stroke[0], stroke[1:]
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=2)
+        page.mouse.up()
+
+
+def clear(page) -> None:
+    page.locator("#digit-clear").click()
+    page.wait_for_function(
+        "() => document.querySelector('#digit-status')?.innerText.includes('Draw a digit')", timeout=15_000)
+
+
+def read_label(page, model: str) -> str:
+    return page.locator(f"#label-{model} [data-testid='label-output-value']").inner_text().strip()
+
+
+@pytest.mark.browser
+def test_empty_canvas_asks_for_a_digit(page):
+    assert "Draw a digit" in page.locator("#digit-status").inner_text()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("digit", list(STROKES))
+def test_drawn_digits_are_read_by_both_models(page, digit):
+    draw(page, STROKES[digit])  # no tool click: the app selects the brush on load and after Clear
+    for model in DIGIT_MODELS:
+        page.wait_for_function(
+            """([sel, want]) => { const e = document.querySelector(sel); return e && e.innerText.trim() === want; }""",
+            arg=[f"#label-{model} [data-testid='label-output-value']", digit], timeout=20_000)
+        assert read_label(page, model) == digit
+    assert page.locator("#digit-preview img").count() == 1  # the 28x28 input is shown
+    page.screenshot(path=os.environ.get("CONVSCOPE_SCREENSHOT", "/tmp/convscope-digits.png"))
+    clear(page)

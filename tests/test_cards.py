@@ -1,0 +1,68 @@
+"""Every shipped card against its file: the contract the app builds itself from."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+from convscope.cards import METADATA_KEY, CardError, ModelCard, sha256_file
+from convscope.runtime import MODELS_DIR
+from tests.conftest import CARDS, card_params
+
+
+def test_cards_are_shipped():
+    assert {"mnist_lenet5", "mnist_cnn"} <= {c.name for c in CARDS}
+
+
+@pytest.mark.parametrize("card", card_params())
+def test_sha256_matches_file(card):
+    assert sha256_file(MODELS_DIR / card.file) == card.sha256
+    assert not (MODELS_DIR / f"{card.file}.data").exists(), "weights must live inside the .onnx"
+
+
+@pytest.mark.parametrize("card", card_params())
+def test_metadata_embeds_the_same_card(card):
+    props = {p.key: p.value for p in onnx.load(str(MODELS_DIR / card.file), load_external_data=False).metadata_props}
+    assert json.loads(props[METADATA_KEY]) == json.loads(card.metadata_json())
+
+
+@pytest.mark.parametrize("card", card_params())
+def test_graph_matches_the_card(card):
+    sess = ort.InferenceSession(str(MODELS_DIR / card.file), providers=["CPUExecutionProvider"])
+    (inp,) = sess.get_inputs()
+    assert (inp.name, inp.type) == (card.input["name"], "tensor(uint8)")
+    assert inp.shape[1:] == card.input["shape"][1:] and not isinstance(inp.shape[0], int)  # dynamic batch
+    got = {o.name: o.shape for o in sess.get_outputs()}
+    for o in card.outputs:
+        assert got[o["name"]][1:] == o["shape"][1:]
+    assert card.outputs[0]["name"] == "probs" and card.outputs[0]["shape"][-1] == len(card.labels)
+    assert any(o["kind"] == "feature_map" for o in card.outputs)
+
+
+@pytest.mark.parametrize("card", card_params())
+def test_card_is_complete(card):
+    m = card.metrics
+    assert m["split"] == "test" and m["n"] > 0 and 0 < m["accuracy"] <= 1
+    assert m["measured_with"].startswith("onnxruntime")
+    assert card.params > 0 and card.flops > 0
+    assert card.training["train_time_s"] > 0 and card.training["machine"]["cpu"]
+    assert card.parity["max_abs_diff"] <= card.parity["tolerance"] <= 1e-4
+    assert card.data_sources and card.limitations
+    for key in ("curves", "confusion"):
+        assert (MODELS_DIR / card.artifacts[key]).exists()
+
+
+def test_bad_cards_are_refused(tmp_path):
+    good = CARDS[0].to_dict()
+    with pytest.raises(CardError, match="missing"):
+        ModelCard.from_dict({k: v for k, v in good.items() if k != "labels"})
+    with pytest.raises(CardError, match="labels"):
+        ModelCard.from_dict(good | {"labels": good["labels"][:-1]})
+    with pytest.raises(CardError, match="tab"):
+        ModelCard.from_dict(good | {"tab": "nope"})
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(CardError, match="cannot read"):
+        ModelCard.load(tmp_path / "x.json")

@@ -1,0 +1,66 @@
+"""The shipped ONNX files compute what their shipped torch checkpoints compute."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from convscope.runtime import MODELS_DIR, make_session
+from export.wrap import ExportWrapper
+from tests.conftest import REPO, card_params
+from train import nets
+
+
+def load_pair(card):
+    ckpt = torch.load(REPO / "checkpoints" / f"{card.name}.pt", map_location="cpu", weights_only=False)
+    return ExportWrapper(nets.from_checkpoint(ckpt)), make_session(MODELS_DIR / card.file)
+
+
+def inputs(card, mnist_like: np.ndarray | None) -> list[np.ndarray]:
+    h, w, c = card.input["shape"][1:]
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (5, h, w, c), dtype=np.uint8), np.zeros((1, h, w, c), np.uint8)]
+    if mnist_like is not None and mnist_like.shape[1:] == (h, w, c):
+        batches.append(mnist_like)
+    return batches
+
+
+@pytest.mark.parametrize("card", card_params())
+def test_onnx_matches_torch(card, request):
+    real = None
+    if card.tab == "digits":
+        from train.datasets import load_mnist, mnist_available
+
+        real = load_mnist("test").x[:32] if mnist_available() else None
+    wrapper, sess = load_pair(card)
+    names = [o["name"] for o in card.outputs]
+    for x in inputs(card, real):
+        with torch.no_grad():
+            ref = wrapper(torch.from_numpy(x.copy()))
+        got = sess.run(names, {"image": x})
+        for name, r, g in zip(names, ref, got, strict=True):
+            assert g.shape == tuple(r.shape), name
+            np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0, err_msg=name)
+        np.testing.assert_allclose(got[0].sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("card", [p for p in card_params() if any(o["kind"] == "cam" for o in p.values[0].outputs)])
+def test_onnx_cam_equals_autograd_gradcam(card):
+    """For a GAP + linear head, Grad-CAM (before its ReLU) = CAM / (h*w): check it on the ONNX output."""
+    wrapper, sess = load_pair(card)
+    h, w, c = card.input["shape"][1:]
+    x = np.random.default_rng(1).integers(0, 256, (3, h, w, c), dtype=np.uint8)
+    cam_stage = next(o["of"] for o in card.outputs if o["kind"] == "cam")
+    net = wrapper.net
+    feats = {}
+    handle = getattr(net, cam_stage).register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
+    logits = net(torch.from_numpy(x).permute(0, 3, 1, 2).float())
+    handle.remove()
+    a = feats["a"]
+    (cam_onnx,) = sess.run(["cam"], {"image": x})
+    for cls in range(len(card.labels)):
+        grads = torch.autograd.grad(logits[:, cls].sum(), a, retain_graph=True)[0]
+        gradcam = (grads.mean((2, 3), keepdim=True) * a).sum(1)  # sum_k alpha_k A_k
+        hw = a.shape[2] * a.shape[3]
+        np.testing.assert_allclose(cam_onnx[:, cls] / hw, gradcam.detach().numpy(), atol=1e-4, rtol=0)

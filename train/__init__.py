@@ -1,0 +1,1 @@
+"""PyTorch side of ConvScope: networks, data, the training loop and one recipe per model."""
