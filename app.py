@@ -7,7 +7,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no phoning home
 
-from convscope.app import build_app, launch  # noqa: E402
+from convscope.app import build_app, launch
 
 demo = build_app()
 

@@ -27,7 +27,7 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, labels: list[str],
     np.add.at(cm, (y, pred), 1)
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     out = {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy": float((pred == y).mean()),
         "errors": int((pred != y).sum()),
         "per_class_accuracy": {lab: round(float(a), 5) for lab, a in zip(labels, per_class, strict=True)},

@@ -123,7 +123,7 @@ def _normalise_stroke(work: Image.Image, scale_to_28: float) -> Image.Image:
     width = stroke_width(mask) * scale_to_28  # as it would be at 28x28
     radius = 0
     if width < 0.6 * MNIST_STROKE or width > 1.8 * MNIST_STROKE:
-        radius = int(round((MNIST_STROKE - width) / (2 * scale_to_28)))
+        radius = round((MNIST_STROKE - width) / (2 * scale_to_28))
     if radius > 0:
         return work.filter(ImageFilter.MaxFilter(2 * radius + 1))
     if radius < 0:

@@ -107,7 +107,7 @@ def load_registry(models_dir: str | Path = MODELS_DIR) -> Registry:
                 raise CardError(f"{card.file} lacks outputs {sorted(want - got)} named in its card")
             reg.models[card.name] = ServedModel(card, sess)
             log.info("loaded %s on %s", card.name, sess.get_providers()[0])
-        except Exception as e:  # noqa: BLE001 — any failure disables only this model
+        except Exception as e:
             reg.broken[card_path.stem] = str(e) if isinstance(e, CardError) else f"{type(e).__name__}: {e}"
             log.warning("model %s disabled: %s", card_path.stem, reg.broken[card_path.stem])
     return reg

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from torch import nn
-
-import onnxruntime as ort
 
 from convscope.runtime import make_session
 from export.wrap import ExportWrapper

@@ -12,9 +12,9 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from convscope.cards import ModelCard, find_cards  # noqa: E402
-from convscope.runtime import MODELS_DIR  # noqa: E402
-from train.datasets import mnist_available, resolve_data_dir  # noqa: E402
+from convscope.cards import ModelCard, find_cards
+from convscope.runtime import MODELS_DIR
+from train.datasets import mnist_available, resolve_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 CARDS = [ModelCard.load(p) for p in find_cards(MODELS_DIR)]

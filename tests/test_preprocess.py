@@ -120,7 +120,7 @@ def test_empty_inputs(value):
 def test_size_limits_have_clear_messages(shape):
     a = np.full(shape, 255, np.uint8)
     a[: shape[0] // 2, : shape[1] // 2] = 0
-    with pytest.raises(InputError, match="too (small|large)"):
+    with pytest.raises(InputError, match=r"too (small|large)"):
         mnist_digit(a)
 
 

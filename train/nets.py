@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class Normalize(nn.Module):
     """Pixels in [0, 255] -> (x / 255 - mean) / std, per channel."""
 

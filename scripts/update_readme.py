@@ -1,0 +1,68 @@
+"""Regenerate README.md's results table from the model cards (never typed by hand).
+
+    python scripts/update_readme.py          # rewrite the block between the markers
+    python scripts/update_readme.py --check  # exit 1 if the README is out of date (a test runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from convscope.cards import ModelCard, find_cards  # noqa: E402
+
+START, END = "<!-- results:start (scripts/update_readme.py) -->", "<!-- results:end -->"
+
+
+def human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(int(n))
+
+
+def table(models_dir: Path = REPO / "models") -> str:
+    rows = ["| model | tab | test accuracy (ONNX Runtime) | params | FLOPs / image | ORT latency, batch 1 "
+            "| training | curves |",
+            "|---|---|---:|---:|---:|---:|---:|---|"]
+    for path in find_cards(models_dir):
+        c = ModelCard.load(path)
+        m, t = c.metrics, c.training
+        lat = c.artifacts.get("latency", {})
+        machine = t.get("machine") or {}
+        rows.append(
+            f"| `{c.name}` — {c.title} | {c.tab} | **{m['accuracy']:.2%}** ({m['dataset']} {m['split']}, n={m['n']:,}) "
+            f"| {c.params:,} | {human(c.flops)} | {lat.get('median_ms', float('nan')):.2f} ms "
+            f"| {t['train_time_s'] / 60:.1f} min, {t['epochs']} epochs, {machine.get('cores', '?')} CPU cores "
+            f"| [png](models/{c.artifacts.get('curves', '')}) |")
+    return "\n".join(rows)
+
+
+def render(readme: str) -> str:
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{table()}\n{END}{tail}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    path = REPO / "README.md"
+    old = path.read_text()
+    new = render(old)
+    if args.check:
+        if new != old:
+            print("README.md results table is out of date: run python scripts/update_readme.py")
+            return 1
+        return 0
+    path.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
