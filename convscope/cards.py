@@ -19,7 +19,7 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 METADATA_KEY = "convscope_card"
 TABS = ("digits", "cifar10", "xray")
-OUTPUT_KINDS = ("probs", "feature_map", "cam")
+OUTPUT_KINDS = ("probs", "feature_map", "filters", "cam")
 
 
 _FLAT_LIST = re.compile(r"\[\s*((?:[^\[\]{}\s][^\[\]{}]*?)?)\s*\]", re.S)  # a list with no nested list/dict
@@ -49,6 +49,7 @@ class ModelCard:
     limitations: list[str]
     parity: dict  # max |torch - onnxruntime| per output on random and real inputs
     artifacts: dict = field(default_factory=dict)  # figure files beside the card
+    layers: list[dict] = field(default_factory=list)  # per-node table from the ONNX graph (export.graph_table)
     sha256: str = ""  # of ``file``; empty only inside the ONNX metadata copy
     schema: int = SCHEMA_VERSION
 
@@ -58,7 +59,7 @@ class ModelCard:
             raise CardError("card is not a JSON object")
         names = {f.name for f in fields(cls)}
         missing = sorted(f.name for f in fields(cls) if f.name not in d
-                         and f.name not in ("artifacts", "sha256", "schema"))
+                         and f.name not in ("artifacts", "layers", "sha256", "schema"))
         if missing:
             raise CardError(f"card is missing {', '.join(missing)}")
         card = cls(**{k: v for k, v in d.items() if k in names})

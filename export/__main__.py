@@ -25,6 +25,7 @@ import torch
 from convscope.cards import METADATA_KEY, ModelCard, sha256_file
 from convscope.metrics import classification_metrics, predict_probs
 from convscope.runtime import make_session
+from export.graph_table import layer_table
 from export.onnx_export import check_parity, count_flops, export_onnx, latency_ms
 from export.wrap import ExportWrapper
 from train import nets, plots
@@ -53,11 +54,19 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
     c, h, w = wrapper.input_chw()
     sess = make_session(onnx_path)
     shapes = {o.name: [None if not isinstance(d, int) else d for d in o.shape] for o in sess.get_outputs()}
-    kinds = {"probs": "probs", "cam": "cam"}
-    outputs = [{"name": n, "kind": kinds.get(n, "feature_map"), "shape": shapes[n]} for n in wrapper.output_names]
-    for o in outputs:
-        if o["kind"] == "cam":
+    layers, rf = layer_table(onnx.load(str(onnx_path)))
+    outputs = []
+    for n in wrapper.output_names:
+        o = {"name": n, "kind": "feature_map", "shape": shapes[n]}
+        if n in ("probs", "cam"):
+            o["kind"] = n
+        elif n.endswith("_filters"):
+            o |= {"kind": "filters", "of": n.removesuffix("_filters")}
+        else:
+            o["receptive_field"] = rf[n]
+        if n == "cam":
             o["of"] = wrapper.cam_stage
+        outputs.append(o)
     hist = ckpt.get("history", [])
     cal = {"reject_below": recipe.reject_below,
            "rule": "top-1 probability below reject_below -> the app says the input does not look "
@@ -83,7 +92,7 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
         versions={"torch": torch.__version__, "onnx": onnx.__version__,
                   "onnxruntime": onnxruntime.__version__, "opset": opset},
         data_sources=[spec["data_source"]], limitations=list(recipe.limitations),
-        parity=parity, artifacts=artifacts | {"latency": latency},
+        parity=parity, artifacts=artifacts | {"latency": latency}, layers=layers,
     )
 
 

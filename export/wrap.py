@@ -2,7 +2,9 @@
 
 Input ``image``: uint8, NHWC, pixels 0-255, any batch size. The cast and the NHWC -> NCHW
 permute happen in the graph; scaling and mean/std are already in the net (``Normalize``).
-Outputs: ``probs`` (softmax), then each conv stage's activation under its own name, then for
+Outputs: ``probs`` (softmax), then each conv stage's activation under its own name, then the
+filters that produce each stage as ``<stage>_filters`` (constant outputs: the app reads weights
+through onnxruntime alone, without the onnx package), then for
 nets with a global-average-pool + linear head ``cam``: the class-activation maps of every class,
 ``einsum("nkhw,ck->nchw", last_map, W)``. For such a head Grad-CAM equals CAM (the gradient of a
 logit w.r.t. the last map is W[c] / (h*w) everywhere), so this is exact and needs no autograd.
@@ -30,12 +32,14 @@ class ExportWrapper(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
-        return ["probs", *self.stage_names, *(["cam"] if self.cam_stage else [])]
+        return ["probs", *self.stage_names, *[f"{s}_filters" for s in self.stage_names],
+                *(["cam"] if self.cam_stage else [])]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = image.permute(0, 3, 1, 2).to(torch.float32)
         logits, stages = self.net.forward_stages(x)
-        outs = [torch.softmax(logits, dim=1), *stages.values()]
+        convs = self.net.stage_convs()
+        outs = [torch.softmax(logits, dim=1), *stages.values(), *[convs[s].weight.clone() for s in stages]]
         if self.cam_stage:
             outs.append(torch.einsum("nkhw,ck->nchw", stages[self.cam_stage], self.net.classifier.weight))
         return tuple(outs)

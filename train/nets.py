@@ -7,6 +7,8 @@ Conventions shared by all nets (the export step and the app rely on them):
   travel in every checkpoint and every ONNX file and the app can never get them wrong.
 * ``forward_stages(x)`` returns ``(logits, stages)`` where ``stages`` is an ordered dict of the
   named activations the Feature maps tab shows, one per conv stage.
+* ``stage_convs()`` names, for each stage, the conv layer whose filters produce that map: the
+  Feature maps tab shows those filters next to the activations.
 * Nets whose head is global-average-pool + linear set ``cam_stage`` (the name of the feature map
   entering the pool) and expose that linear layer as ``classifier``; for them class-activation
   maps are exact (see ``export.wrap``).
@@ -81,6 +83,9 @@ class LeNet5(nn.Module):
         logits = self.out(self.act(self.f6(c5.flatten(1))))
         return logits, OrderedDict(c1=c1, c3=c3, c5=c5)
 
+    def stage_convs(self) -> OrderedDict[str, nn.Conv2d]:
+        return OrderedDict(c1=self.c1, c3=self.c3, c5=self.c5)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)[0]
 
@@ -121,6 +126,10 @@ class MnistCNN(nn.Module):
         s3 = self.stage3(s2)
         logits = self.classifier(self.dropout(s3.mean(dim=(2, 3))))
         return logits, OrderedDict(stage1=s1, stage2=s2, stage3=s3)
+
+    def stage_convs(self) -> OrderedDict[str, nn.Conv2d]:
+        # the last conv of each stage: its output channels are the stage's channels
+        return OrderedDict((n, getattr(self, n)[-1][0]) for n in ("stage1", "stage2", "stage3"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)[0]
