@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from convscope.runtime import MODELS_DIR, Registry, load_registry
-from convscope.tabs import digits
+from convscope.tabs import digits, features
 
 TITLE = "ConvScope — see what a CNN does"
 CSS = """
@@ -27,6 +27,8 @@ def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = N
                     "file, training time, limitations) is in `models/`.")
         with gr.Tab("Digits", id="digits"):
             digits.build(registry)
+        with gr.Tab("Feature maps", id="features"):
+            features.build(registry)
         demo.load(None, None, None, js=digits.SELECT_BRUSH_JS)
         # An echo endpoint with the same input as predict_digit: the benchmark's baseline for
         # what the Gradio round trip costs without preprocessing or a model.

@@ -87,3 +87,24 @@ def test_drawn_digits_are_read_by_both_models(page, digit):
     assert page.locator("#digit-preview img").count() == 1  # the 28x28 input is shown
     page.screenshot(path=os.environ.get("CONVSCOPE_SCREENSHOT", "/tmp/convscope-digits.png"))
     clear(page)
+
+
+@pytest.mark.browser
+def test_feature_maps_tab_shows_the_grids_of_a_drawn_digit(page):
+    page.get_by_role("tab", name="Feature maps").click()
+    page.wait_for_selector("#fm-sketch .pixi-target canvas", timeout=30_000)
+    page.locator('#fm-sketch button[aria-label="Brush"]').first.click()
+    canvas = page.locator("#fm-sketch .pixi-target canvas").first
+    box = canvas.bounding_box()
+    pts = STROKES["7"][0]
+    page.mouse.move(box["x"] + pts[0][0] * box["width"], box["y"] + pts[0][1] * box["height"])
+    page.mouse.down()
+    for x, y in pts[1:]:
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=2)
+    page.mouse.up()
+    page.wait_for_selector("#fm-grid-0 img", timeout=20_000)
+    page.wait_for_function("() => document.querySelector('#fm-status')?.innerText.includes('ms')", timeout=20_000)
+    assert page.locator("#fm-top [data-testid='label-output-value']").inner_text().strip() == "7"
+    for i in range(3):  # every stage of the default model has its grid
+        assert page.locator(f"#fm-grid-{i} img").count() == 1
+    page.screenshot(path=os.environ.get("CONVSCOPE_FM_SCREENSHOT", "/tmp/convscope-feature-maps.png"), full_page=True)

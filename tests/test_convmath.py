@@ -48,3 +48,29 @@ def test_relu_and_formulas():
     assert cm.conv_params(5, 6, 16) == sum(p.numel() for p in conv.parameters())
     with pytest.raises(ValueError, match="does not fit"):
         cm.out_size(3, 5)
+
+
+def test_playground_matrix_mode_fills_in_the_formulas():
+    from convscope.tabs.playground import compute
+
+    conv, _, pooled, _, md = compute("5×5 example", cm.EXAMPLE_5X5.tolist(), None,
+                                                   cm.KERNELS["Sobel x"].tolist(), 1, 1, True, "max", 2, 2)
+    ref = F.relu(F.conv2d(t(cm.EXAMPLE_5X5), t(cm.KERNELS["Sobel x"]), padding=1))
+    np.testing.assert_allclose(conv, ref[0, 0].numpy(), atol=1e-3)
+    np.testing.assert_allclose(pooled, F.max_pool2d(ref, 2, 2)[0, 0].numpy(), atol=1e-3)
+    assert "⌊(5 − 3 + 2·1) / 1⌋ + 1 = ⌊4 / 1⌋ + 1 = **5**" in md
+    assert "(3·3·3 + 1)·32 = **896**" in md and "= **2**" in md
+
+
+def test_playground_image_mode_and_errors():
+    from convscope.tabs.playground import compute
+
+    img = np.random.default_rng(0).integers(0, 256, (600, 400, 3), dtype=np.uint8)
+    _, conv_img, _, pool_img, md = compute("image", None, img, cm.KERNELS["sharpen"].tolist(), 2, 1, False,
+                                           "avg", 2, 2)
+    assert conv_img is not None and pool_img is not None and "⚠️" not in md
+    assert compute("5×5 example", cm.EXAMPLE_5X5.tolist(), None, [[1, 2, 3], [4, 5, 6]], 1, 0, True, "none", 2, 2)[4] \
+        .startswith("⚠️")  # not square
+    assert "does not fit" in compute("5×5 example", [[1, 2], [3, 4]], None, np.ones((5, 5)).tolist(), 1, 0, True,
+                                     "none", 2, 2)[4]
+    assert compute("image", None, None, cm.KERNELS["identity"].tolist(), 1, 0, True, "none", 2, 2)[4].startswith("⚠️")
