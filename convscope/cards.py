@@ -18,7 +18,8 @@ from pathlib import Path
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "convscope_card"
-TABS = ("digits", "cifar10", "xray")
+CLASSIFIER_TABS = ("digits", "cifar10", "xray")
+TABS = (*CLASSIFIER_TABS, "features")  # "features": feature extractors shown only in the Feature maps tab
 OUTPUT_KINDS = ("probs", "feature_map", "filters", "cam")
 
 
@@ -79,8 +80,12 @@ class ModelCard:
         if self.tab not in TABS:
             raise CardError(f"unknown tab {self.tab!r}")
         kinds = [o.get("kind") for o in self.outputs]
-        if "probs" not in kinds or any(k not in OUTPUT_KINDS for k in kinds):
-            raise CardError(f"outputs must include one 'probs' and only kinds {OUTPUT_KINDS}")
+        if any(k not in OUTPUT_KINDS for k in kinds):
+            raise CardError(f"output kinds must be among {OUTPUT_KINDS}")
+        if self.tab not in CLASSIFIER_TABS:
+            return
+        if "probs" not in kinds:
+            raise CardError("a classifier's outputs must include 'probs'")
         probs = next(o for o in self.outputs if o["kind"] == "probs")
         if probs["shape"][-1] != len(self.labels):
             raise CardError(f"{len(self.labels)} labels for {probs['shape'][-1]} probabilities")

@@ -33,11 +33,9 @@ class EmptyInput(InputError):
     """Nothing drawn (None, blank, or a uniform image)."""
 
 
-def to_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
-    """Any image (PIL or array: L, RGB, RGBA, 16-bit, float, bool) -> float32 HxW in [0, 255].
-
-    Transparent areas are composited onto white (a transparent canvas is white paper, not black).
-    """
+def _composited(img: np.ndarray | Image.Image | None) -> np.ndarray:
+    """Any image -> float32 HxWxC in [0, 255], C = 1 (gray) or 3 (colour), alpha composited
+    onto white (a transparent canvas is white paper, not black)."""
     if img is None:
         raise EmptyInput("Nothing was drawn: the canvas is empty.")
     if isinstance(img, Image.Image):
@@ -47,19 +45,31 @@ def to_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
             img = img.convert("RGB")
         img = np.asarray(img)
     a = np.asarray(img)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (2, 3, 4)):
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
         raise InputError(f"Expected an image, got an array of shape {a.shape}.")
     a = _to_0_255(a)
-    if a.ndim == 3 and a.shape[2] in (2, 4):  # alpha: composite onto white paper
+    if a.shape[2] in (2, 4):
         alpha = a[..., -1:] / 255.0
         a = a[..., :-1] * alpha + 255.0 * (1.0 - alpha)
-    if a.ndim == 3 and a.shape[2] == 3:
-        a = a @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL's "L"
-    elif a.ndim == 3:
-        a = a[..., 0]
-    return np.ascontiguousarray(a, np.float32)
+    return a
+
+
+def to_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
+    """Any image (PIL or array: L, RGB, RGBA, 16-bit, float, bool) -> float32 HxW in [0, 255]."""
+    a = _composited(img)
+    if a.shape[2] == 3:
+        return np.ascontiguousarray(a @ np.array([0.299, 0.587, 0.114], np.float32))  # ITU-R 601, as PIL "L"
+    return np.ascontiguousarray(a[..., 0], np.float32)
+
+
+def to_rgb(img: np.ndarray | Image.Image | None) -> np.ndarray:
+    """Any image -> uint8 HxWx3 (gray repeated, alpha composited onto white)."""
+    a = _composited(img)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.clip(a + 0.5, 0, 255).astype(np.uint8)
 
 
 def _to_0_255(a: np.ndarray) -> np.ndarray:
@@ -179,4 +189,17 @@ def mnist_digit(img: np.ndarray | Image.Image | None) -> np.ndarray:
     return out
 
 
-PREPROCESSORS = {"mnist_digit": mnist_digit}
+def imagenet_center(img: np.ndarray | Image.Image | None, size: int = 224, crop_pct: float = 0.875) -> np.ndarray:
+    """timm's ImageNet evaluation geometry: shorter side to size / crop_pct (bicubic), then the
+    central size x size crop. Returns uint8 (size, size, 3)."""
+    rgb = to_rgb(img)
+    h, w = rgb.shape[:2]
+    check_size(h, w)
+    short = round(size / crop_pct)
+    f = short / min(h, w)
+    pil = Image.fromarray(rgb).resize((max(size, round(w * f)), max(size, round(h * f))), Image.Resampling.BICUBIC)
+    left, top = (pil.width - size) // 2, (pil.height - size) // 2
+    return np.asarray(pil.crop((left, top, left + size, top + size)))
+
+
+PREPROCESSORS = {"mnist_digit": mnist_digit, "imagenet_center": imagenet_center}

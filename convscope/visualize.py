@@ -74,7 +74,7 @@ def activation_grid(maps: np.ndarray, target: int = 56) -> tuple[Image.Image, fl
     return grid(tiles, cols), lo, hi, cols, side
 
 
-def filter_grid(w: np.ndarray, in_channel: int = 0, target: int = 40) -> tuple[Image.Image, float, str]:
+def filter_grid(w: np.ndarray, in_channel: int = 0, target: int = 64) -> tuple[Image.Image, float, str]:
     """(C_out, C_in, k, k) weights -> a grid of filters and a description of what is shown.
 
     A first layer on RGB input shows every filter as a colour picture (min-max per filter); any

@@ -27,6 +27,7 @@ from convscope.metrics import classification_metrics, predict_probs
 from convscope.runtime import make_session
 from export.graph_table import layer_table
 from export.onnx_export import check_parity, count_flops, export_onnx, latency_ms
+from export.reference import REFERENCES, export_imagenet_stem
 from export.wrap import ExportWrapper
 from train import nets, plots
 from train.datasets import INPUT_SPECS, load_split, synthetic_split
@@ -38,6 +39,7 @@ WEIGHT_KEYS = ("arch", "arch_kwargs", "recipe", "state_dict", "config", "history
 
 
 def resolve_checkpoint(target: str) -> Path:
+    """A recipe's newest run, else its shipped checkpoint; or a .pt path as given."""
     if target.endswith(".pt"):
         return Path(target)
     if target not in RECIPES:
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None) -> ModelCard:
     p.add_argument("--checkpoints-dir", default=str(REPO / "checkpoints"))
     p.add_argument("--smoke", action="store_true", help="synthetic 'test set' (for tests of this script)")
     args = p.parse_args(argv)
+    if args.target in REFERENCES:  # published weights, not a training run
+        card = export_imagenet_stem(args.data_dir, Path(args.models_dir), Path(args.checkpoints_dir))
+        print(json.dumps({"model": card.file, "parity_max_abs_diff": card.parity["max_abs_diff"],
+                          "params": card.params, "flops": card.flops}, indent=1))
+        return card
 
     ckpt_path = resolve_checkpoint(args.target)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)

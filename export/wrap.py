@@ -31,15 +31,20 @@ class ExportWrapper(nn.Module):
         return (c, size, size)
 
     @property
+    def is_classifier(self) -> bool:
+        return getattr(self.net, "is_classifier", True)
+
+    @property
     def output_names(self) -> list[str]:
-        return ["probs", *self.stage_names, *[f"{s}_filters" for s in self.stage_names],
-                *(["cam"] if self.cam_stage else [])]
+        return [*(["probs"] if self.is_classifier else []), *self.stage_names,
+                *[f"{s}_filters" for s in self.stage_names], *(["cam"] if self.cam_stage else [])]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = image.permute(0, 3, 1, 2).to(torch.float32)
         logits, stages = self.net.forward_stages(x)
         convs = self.net.stage_convs()
-        outs = [torch.softmax(logits, dim=1), *stages.values(), *[convs[s].weight.clone() for s in stages]]
+        outs = [*([torch.softmax(logits, dim=1)] if self.is_classifier else []), *stages.values(),
+                *[convs[s].weight.clone() for s in stages]]
         if self.cam_stage:
             outs.append(torch.einsum("nkhw,ck->nchw", stages[self.cam_stage], self.net.classifier.weight))
         return tuple(outs)

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from convscope.cards import ModelCard, find_cards  # noqa: E402
+from convscope.cards import CLASSIFIER_TABS, ModelCard, find_cards  # noqa: E402
 
 START, END = "<!-- results:start (scripts/update_readme.py) -->", "<!-- results:end -->"
 
@@ -29,8 +29,8 @@ def table(models_dir: Path = REPO / "models") -> str:
     rows = ["| model | tab | test accuracy (ONNX Runtime) | params | FLOPs / image | ORT latency, batch 1 "
             "| training | curves |",
             "|---|---|---:|---:|---:|---:|---:|---|"]
-    for path in find_cards(models_dir):
-        c = ModelCard.load(path)
+    cards = [ModelCard.load(p) for p in find_cards(models_dir)]
+    for c in (c for c in cards if c.tab in CLASSIFIER_TABS):
         m, t = c.metrics, c.training
         lat = c.artifacts.get("latency", {})
         machine = t.get("machine") or {}
@@ -39,6 +39,9 @@ def table(models_dir: Path = REPO / "models") -> str:
             f"| {c.params:,} | {human(c.flops)} | {lat.get('median_ms', float('nan')):.2f} ms "
             f"| {t['train_time_s'] / 60:.1f} min, {t['epochs']} epochs, {machine.get('cores', '?')} CPU cores "
             f"| [png](models/{c.artifacts.get('curves', '')}) |")
+    for c in (c for c in cards if c.tab not in CLASSIFIER_TABS):
+        rows.append(f"| `{c.name}` — {c.title} | feature maps | — (feature extractor) "
+                    f"| {c.params:,} | {human(c.flops)} | | published ImageNet weights, not trained here | |")
     return "\n".join(rows)
 
 

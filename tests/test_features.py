@@ -30,7 +30,8 @@ def test_every_stage_filters_and_cam(card, registry):
     m = registry.models[card.name]
     ins = inspect(m, seven())
     assert list(ins.stages) == card.output_names("feature_map")
-    assert ins.probs.argmax() == card.labels.index("7")
+    if card.tab == "digits":
+        assert ins.probs.argmax() == card.labels.index("7")
     for name, maps in ins.stages.items():
         spec = next(o for o in card.outputs if o["name"] == name)
         assert list(maps.shape) == spec["shape"][1:]

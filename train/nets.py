@@ -135,9 +135,58 @@ class MnistCNN(nn.Module):
         return self.forward_stages(x)[0]
 
 
+def tf_efficientnet_lite0(num_classes: int = 1000) -> nn.Module:
+    """timm's TF-faithful EfficientNet-Lite0 ('same' padding, BN eps 1e-3), uninitialised.
+
+    The ImageNet weights in shared/data (a PyTorch port of Google's TF checkpoint, keys
+    ``_conv_stem.weight`` ... ``_fc.bias``) map onto its state dict in order: see
+    :func:`load_lite0_imagenet`. Its inputs are pixels scaled to [-1, 1] (mean = std = 0.5).
+    """
+    import timm  # only the nets built on it need timm
+
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+
+
+def load_lite0_imagenet(model: nn.Module, weights_path: str) -> nn.Module:
+    """Load the ported ImageNet weights into :func:`tf_efficientnet_lite0` by position, checking
+    that every tensor's shape agrees (the two state dicts list the same tensors in the same order)."""
+    src = torch.load(weights_path, map_location="cpu", weights_only=True)
+    dst = model.state_dict()
+    if len(src) != len(dst):
+        raise ValueError(f"{weights_path}: {len(src)} tensors, the model has {len(dst)}")
+    for (ks, vs), (kd, vd) in zip(src.items(), dst.items(), strict=True):
+        if vs.shape != vd.shape:
+            raise ValueError(f"{ks} {tuple(vs.shape)} does not fit {kd} {tuple(vd.shape)}")
+    model.load_state_dict(dict(zip(dst, src.values(), strict=True)))
+    return model
+
+
+class ImageNetStem(nn.Module):
+    """The first layer of ImageNet-trained EfficientNet-Lite0: 32 filters of 3x3x3, stride 2,
+    batch norm and ReLU6. Not a classifier: served so the Feature maps tab can show trained
+    first-layer filters (edges, colour blobs) and their responses to the user's image."""
+
+    cam_stage = None
+    image_size = 224
+    is_classifier = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        full = tf_efficientnet_lite0()
+        self.normalize = Normalize([0.5] * 3, [0.5] * 3)
+        self.conv_stem, self.bn1 = full.conv_stem, full.bn1  # BatchNormAct2d: BN + ReLU6
+
+    def forward_stages(self, x: torch.Tensor) -> tuple[None, OrderedDict[str, torch.Tensor]]:
+        return None, OrderedDict(stem=self.bn1(self.conv_stem(self.normalize(x))))
+
+    def stage_convs(self) -> OrderedDict[str, nn.Conv2d]:
+        return OrderedDict(stem=self.conv_stem)
+
+
 NETS: dict[str, type[nn.Module]] = {
     "lenet5": LeNet5,
     "mnist_cnn": MnistCNN,
+    "imagenet_stem": ImageNetStem,
 }
 
 

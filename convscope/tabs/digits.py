@@ -41,8 +41,8 @@ PREVIEW_SIDE = 140  # px: the 28x28 input shown 5x, nearest-neighbour so pixels 
 
 def sketch_image(value: Any) -> Any:
     """The composite image inside a Sketchpad value (dict), or the value itself if it is an image."""
-    if isinstance(value, dict):
-        return value.get("composite")
+    if isinstance(value, dict):  # an example or upload may arrive as the background only
+        return value.get("composite") if value.get("composite") is not None else value.get("background")
     return value
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -18,12 +19,14 @@ import numpy as np
 from PIL import Image
 
 from convscope import visualize as viz
+from convscope.cards import TABS
 from convscope.preprocess import PREPROCESSORS, EmptyInput, InputError
 from convscope.runtime import Registry, ServedModel
 from convscope.tabs import playground
 from convscope.tabs.common import missing_notice
 from convscope.tabs.digits import sketch_image
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # made by scripts/make_examples.py
 MAX_STAGES = 6  # UI slots; a model's first MAX_STAGES stages are shown
 ENLARGED = 224  # px
 
@@ -34,7 +37,7 @@ class Inspection:
 
     model: ServedModel
     image: np.ndarray  # what the model saw: (H, W, C) uint8
-    probs: np.ndarray
+    probs: np.ndarray | None  # None for feature extractors
     stages: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (C, H, W)
     filters: dict[str, np.ndarray] = field(default_factory=dict)  # stage -> (C_out, C_in, k, k)
     cam: np.ndarray | None = None  # (classes, h, w)
@@ -48,13 +51,12 @@ def model_input(model: ServedModel, image: Any) -> np.ndarray:
 
 def inspect(model: ServedModel, image: Any) -> Inspection:
     x = model_input(model, image)
-    names = ["probs", *model.card.output_names("feature_map"), *model.card.output_names("filters"),
-             *model.card.output_names("cam")]
+    names = [o["name"] for o in model.card.outputs]  # everything the tab shows, in one call
     outs = dict(zip(names, model.run(names, x[None]), strict=True))
     stages = {n: outs[n][0] for n in model.card.output_names("feature_map")}
     filters = {o["of"]: outs[o["name"]] for o in model.card.outputs if o["kind"] == "filters"}
     cam = outs["cam"][0] if "cam" in outs else None
-    return Inspection(model, x, outs["probs"][0], stages, filters, cam)
+    return Inspection(model, x, outs["probs"][0] if "probs" in outs else None, stages, filters, cam)
 
 
 def stage_info(model: ServedModel, name: str, maps: np.ndarray, lo: float, hi: float) -> str:
@@ -78,8 +80,8 @@ def render(ins: Inspection, cam_class: str | None = None, opacity: float = 0.5) 
         stages.append({"name": name, "grid": img, "legend": viz.colorbar(lo, hi, "viridis", "activation"),
                        "info": stage_info(ins.model, name, maps, lo, hi), "cols": cols, "side": side,
                        "lo": lo, "hi": hi})
-    out = {"stages": stages, "top": {card.labels[i]: float(ins.probs[i]) for i in np.argsort(ins.probs)[::-1][:3]},
-           "cam": None}
+    top = None if ins.probs is None else {card.labels[i]: float(ins.probs[i]) for i in np.argsort(ins.probs)[::-1][:3]}
+    out = {"stages": stages, "top": top, "cam": None}
     if ins.cam is not None:
         cls = card.labels.index(cam_class) if cam_class in card.labels else int(ins.probs.argmax())
         out["cam"] = viz.overlay(ins.image[..., 0] if ins.image.shape[2] == 1 else ins.image, ins.cam[cls], opacity)
@@ -109,7 +111,8 @@ def build(registry: Registry) -> None:
 
 
 def _build_inspector(models: dict[str, ServedModel]) -> None:
-    choices = [(f"{m.card.title} ({name})", name) for name, m in models.items()]
+    ordered = sorted(models.values(), key=lambda m: (TABS.index(m.card.tab), m.name))  # classifiers first
+    choices = [(f"{m.card.title} ({m.name})", m.name) for m in ordered]
     first = choices[0][1]
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=280):
@@ -118,6 +121,8 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
                                   format="png", canvas_size=(280, 280), layers=False,
                                   sources=("upload", "clipboard"),
                                   brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=12))
+            examples = gr.Examples([[str(p)] for p in sorted(EXAMPLES.glob("*.png"))], inputs=sketch,
+                                   label="Examples", elem_id="fm-examples")
             status = gr.Markdown("✏️ Draw a digit or upload an image.", elem_id="fm-status")
         with gr.Column(scale=2, min_width=280):
             seen = gr.Image(label="What the model sees", interactive=False, format="png", height=180,
@@ -166,8 +171,8 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
         has_cam = bool(m.card.output_names("cam"))
         labels_dd = gr.update(choices=["(predicted)", *m.card.labels], value=cls if cls else "(predicted)",
                               interactive=has_cam)
-        note = "" if has_cam else ("This model has no global-average-pool head, so it has no exact "
-                                   "class-activation map.")
+        note = "" if has_cam else ("This model has no global-average-pool classifier head, so it has no "
+                                   "exact class-activation map.")
         empty = [None, "✏️ Draw a digit or upload an image.", None, None, labels_dd, note,
                  layer_rows(m)]
         hidden = [gr.update(visible=False)] + [gr.update()] * 7
@@ -202,10 +207,14 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
         return [ins, seen_img, msg, r["top"], cam, labels_dd, cam_text, layer_rows(m), *stage_updates]
 
     outputs = [state, seen, status, top, cam_img, cam_class, cam_note, table, *stage_outputs]
+
+    def run_ui(n: str, v: Any, c: str | None, a: float) -> list:
+        return run(n, v, None if c in (None, "(predicted)") else c, a)
+
+    inputs = [model_dd, sketch, cam_class, opacity]
     for trigger in (sketch.change, model_dd.change, opacity.release, cam_class.input):
-        trigger(lambda n, v, c, a: run(n, v, None if c in (None, "(predicted)") else c, a),
-                [model_dd, sketch, cam_class, opacity], outputs, show_progress="hidden",
-                trigger_mode="always_last", api_visibility="private")
+        trigger(run_ui, inputs, outputs, show_progress="hidden", trigger_mode="always_last", api_visibility="private")
+    examples.load_input_event.then(run_ui, inputs, outputs, show_progress="hidden", api_visibility="private")
 
     for i, s in enumerate(slots):
         def pick(ins: Inspection | None, evt: gr.SelectData, i: int = i):
