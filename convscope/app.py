@@ -9,6 +9,7 @@ import gradio as gr
 
 from convscope.runtime import MODELS_DIR, Registry, load_registry
 from convscope.tabs import digits, features
+from convscope.tabs.common import SafeSketchpad
 
 TITLE = "ConvScope — see what a CNN does"
 CSS = """
@@ -32,7 +33,7 @@ def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = N
         demo.load(None, None, None, js=digits.SELECT_BRUSH_JS)
         # An echo endpoint with the same input as predict_digit: the benchmark's baseline for
         # what the Gradio round trip costs without preprocessing or a model.
-        echo_in = gr.Sketchpad(visible=False, image_mode="L", type="numpy")
+        echo_in = SafeSketchpad(visible=False, image_mode="L", type="numpy")
         echo_out = gr.Textbox(visible=False)
         gr.Button(visible=False).click(lambda v: "ok", echo_in, echo_out, api_name="echo",
                                        api_visibility="undocumented")

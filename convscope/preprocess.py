@@ -11,7 +11,7 @@ for input it cannot use; nothing here should ever surface a stack trace.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
 MIN_SIDE = 8  # px: smaller images cannot hold a recognisable digit
 MAX_PIXELS = 40_000_000  # refuse anything larger (about 6300x6300): bounded memory per request
@@ -23,6 +23,11 @@ MIN_CONTRAST = 32  # of 255: weaker ink than this counts as an empty canvas (JPE
 MNIST_COM = (14.0, 14.0)
 MNIST_STROKE = 3.35  # px at 28x28
 MNIST_BOX = 20  # px: digits are fit into 20x20, keeping their aspect ratio
+
+
+# Decompression-bomb guard for every decode in the process (PIL raises above 2x this): a small
+# file that claims gigapixels is refused before its pixels are allocated.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
 
 
 class InputError(ValueError):
@@ -39,6 +44,7 @@ def _composited(img: np.ndarray | Image.Image | None) -> np.ndarray:
     if img is None:
         raise EmptyInput("Nothing was drawn: the canvas is empty.")
     if isinstance(img, Image.Image):
+        img = ImageOps.exif_transpose(img)  # phones store photos sideways plus an orientation tag
         if img.mode == "P":
             img = img.convert("RGBA")
         elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
@@ -80,7 +86,8 @@ def _to_0_255(a: np.ndarray) -> np.ndarray:
         return a.astype(np.float32)
     if a.dtype == np.uint16:
         return a.astype(np.float32) / 257.0
-    f = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: inf, then 0 below
+        f = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if np.issubdtype(a.dtype, np.floating) and f.size and f.min() >= 0 and f.max() <= 1.0:
         return f * 255.0  # float images in [0, 1]
     if f.size and (f.min() < 0 or f.max() > 255):  # 32-bit ints, HDR floats: stretch the range

@@ -2,6 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from convscope.preprocess import MAX_PIXELS
+
+UNREADABLE = ("Could not read this file as an image: it may be empty, truncated, or not a picture "
+              "(PNG, JPEG, WebP, GIF, BMP and TIFF work).")
+
+
+def _decode_errors_as_messages(preprocess: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Gradio decodes uploads before our function runs, and an undecodable file would reach the
+    user as a bare "the app raised an exception". Turn decoding failures into clear messages."""
+
+    def safe(payload: Any) -> Any:
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Image.DecompressionBombError:
+            raise gr.Error(f"The image is too large (at most {MAX_PIXELS // 1_000_000} megapixels).") from None
+        except Exception:  # PIL raises many types for broken files
+            raise gr.Error(UNREADABLE) from None
+
+    return safe
+
+
+def SafeSketchpad(**kwargs: Any) -> gr.Sketchpad:
+    """A gr.Sketchpad whose undecodable uploads get a clear message. (Wrapping the instance, not
+    subclassing: Gradio writes a .pyi stub beside every component subclass it sees.)"""
+    c = gr.Sketchpad(**kwargs)
+    c.preprocess = _decode_errors_as_messages(c.preprocess)
+    return c
+
+
+def SafeImage(**kwargs: Any) -> gr.Image:
+    """A gr.Image whose undecodable uploads get a clear message."""
+    c = gr.Image(**kwargs)
+    c.preprocess = _decode_errors_as_messages(c.preprocess)
+    return c
+
 
 def missing_notice(problems: dict[str, str]) -> str:
     """Markdown for models a tab expected but cannot serve, with the reason for each."""

@@ -17,7 +17,7 @@ from PIL import Image
 
 from convscope.preprocess import EmptyInput, InputError, mnist_digit
 from convscope.runtime import Registry, ServedModel
-from convscope.tabs.common import missing_notice
+from convscope.tabs.common import SafeSketchpad, missing_notice
 
 TAB = "digits"
 EXPECTED = ("mnist_lenet5", "mnist_cnn")  # shown in this order; other digit models follow
@@ -88,7 +88,7 @@ def build(registry: Registry) -> None:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=300):
-            sketch = gr.Sketchpad(
+            sketch = SafeSketchpad(
                 label="Your digit", elem_id=SKETCH_ID, type="numpy", image_mode="L", format="png",
                 canvas_size=(280, 280), layers=False, show_label=False,
                 brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=12),
@@ -139,7 +139,10 @@ def build(registry: Registry) -> None:
             raise gr.Error(str(e)) from None
         return top_k(classify(by_name[model], digit)[0], by_name[model].card.labels)
 
-    # API-only endpoint: the same Sketchpad input, one model's Label output.
+    # API-only endpoint: a Sketchpad value in, one model's Label out. Its own hidden input keeps
+    # the file's mode (16-bit, float, palette, EXIF) for convscope.preprocess instead of Gradio's
+    # 8-bit "L" conversion, which the browser canvas needs but which clips other files.
+    api_sketch = SafeSketchpad(visible=False, type="pil", image_mode=None, label="sketch")
     api_model = gr.Dropdown(sorted(by_name), value=default, visible=False, label="model")
     api_out = gr.Label(num_top_classes=3, visible=False)
-    gr.Button(visible=False).click(predict_digit, [sketch, api_model], api_out, api_name="predict_digit")
+    gr.Button(visible=False).click(predict_digit, [api_sketch, api_model], api_out, api_name="predict_digit")

@@ -23,7 +23,7 @@ from convscope.cards import TABS
 from convscope.preprocess import PREPROCESSORS, EmptyInput, InputError
 from convscope.runtime import Registry, ServedModel
 from convscope.tabs import playground
-from convscope.tabs.common import missing_notice
+from convscope.tabs.common import SafeImage, SafeSketchpad, missing_notice
 from convscope.tabs.digits import sketch_image
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # made by scripts/make_examples.py
@@ -117,7 +117,7 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=280):
             model_dd = gr.Dropdown(choices, value=first, label="Model", elem_id="fm-model")
-            sketch = gr.Sketchpad(label="Draw or upload", elem_id="fm-sketch", type="numpy", image_mode="RGBA",
+            sketch = SafeSketchpad(label="Draw or upload", elem_id="fm-sketch", type="numpy", image_mode="RGBA",
                                   format="png", canvas_size=(280, 280), layers=False,
                                   sources=("upload", "clipboard"),
                                   brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=12))
@@ -249,6 +249,6 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
             raise gr.Error(str(e)) from None
         return [(s["grid"], f"{s['name']}: activations {s['lo']:.3g} to {s['hi']:.3g}") for s in r["stages"]]
 
-    api_image = gr.Image(visible=False, type="numpy", image_mode=None)
+    api_image = SafeImage(visible=False, type="pil", image_mode=None)  # mode kept: preprocess decides
     api_gallery = gr.Gallery(visible=False, format="png")
     gr.Button(visible=False).click(feature_maps, [model_dd, api_image], api_gallery, api_name="feature_maps")

@@ -12,6 +12,7 @@ from PIL import Image
 from convscope import convmath as cm
 from convscope import visualize as viz
 from convscope.preprocess import InputError, to_gray
+from convscope.tabs.common import SafeImage
 
 MAX_IMAGE_SIDE = 256  # px: images are shrunk first so the numpy convolution stays interactive
 
@@ -92,7 +93,8 @@ def build() -> None:
             source = gr.Radio(["5×5 example", "image"], value="5×5 example", label="Input")
             matrix = gr.Dataframe(value=cm.EXAMPLE_5X5.astype(int).tolist(), datatype="number",
                                   interactive=True, label="Input matrix (editable)", elem_id="pg-matrix")
-            image = gr.Image(type="numpy", label="Image", visible=False, sources=["upload", "clipboard"])
+            image = SafeImage(type="pil", image_mode=None, label="Image", visible=False,
+                              sources=["upload", "clipboard"])
         with gr.Column():
             preset = gr.Dropdown(list(cm.KERNELS), value="edge (Laplacian)", label="Kernel preset")
             size = gr.Radio([3, 5], value=3, label="Kernel size")
