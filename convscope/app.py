@@ -17,12 +17,16 @@ CSS = """
 #digit-sketch { max-width: 360px; }
 #digit-preview img { image-rendering: pixelated; }
 """
-UPLOAD_CACHE = (600, 600)  # delete uploads every 10 min once older than 10 min: nothing is kept
+def upload_cache() -> tuple[int, int]:
+    """Gradio's delete_cache: (how often, older than what), in seconds. Uploads are needed only
+    while a request runs, so they are removed after CONVSCOPE_CACHE_SECONDS (default 10 min)."""
+    s = int(os.environ.get("CONVSCOPE_CACHE_SECONDS", "600"))
+    return (s, s)
 
 
 def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = None) -> gr.Blocks:
     registry = registry or load_registry(models_dir)
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=UPLOAD_CACHE) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=upload_cache()) as demo:
         gr.Markdown(f"# {TITLE}\nEvery model here was trained in PyTorch, exported to ONNX and is "
                     "served by ONNX Runtime. Each one's model card (accuracy measured on the ONNX "
                     "file, training time, limitations) is in `models/`.")
