@@ -41,6 +41,9 @@ def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = N
         echo_out = gr.Textbox(visible=False)
         gr.Button(visible=False).click(lambda v: "ok", echo_in, echo_out, api_name="echo",
                                        api_visibility="undocumented")
+    # ORT sessions are thread-safe and each request uses one thread: let a few run at once
+    # (Gradio's default is one at a time per event).
+    demo.queue(default_concurrency_limit=int(os.environ.get("CONVSCOPE_CONCURRENCY", "4")))
     demo.registry = registry  # for tests and the benchmark
     return demo
 

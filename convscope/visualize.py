@@ -8,8 +8,23 @@ so every pixel of a 7x7 map stays a visible square.
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 from PIL import Image, ImageDraw
+
+
+def served(img: Image.Image) -> Image.Image:
+    """Tag an image we hand to Gradio with a one-off PNG text chunk.
+
+    Gradio caches output images under the hash of their bytes and writes them with a plain
+    truncate-and-write: when concurrent requests produce identical pictures (a class clicking the
+    same example), one request's write can truncate the file while another's is being served, and
+    that client receives 0 bytes (found by bench/load.py). Unique bytes give every request its own
+    file; the copies are removed with the rest of the cache.
+    """
+    img.info["convscope-request"] = uuid.uuid4().hex
+    return img
 
 # Anchor colours of matplotlib's viridis (every 32nd entry) and a ColorBrewer RdBu, interpolated.
 _VIRIDIS = np.array([[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
@@ -42,7 +57,7 @@ def upscale(rgb: np.ndarray, side: int) -> Image.Image:
     """Nearest-neighbour upscale to about ``side`` pixels on the longer edge (integer factor)."""
     h, w = rgb.shape[:2]
     f = max(1, side // max(h, w))
-    return Image.fromarray(rgb).resize((w * f, h * f), Image.Resampling.NEAREST)
+    return served(Image.fromarray(rgb).resize((w * f, h * f), Image.Resampling.NEAREST))
 
 
 def colorbar(lo: float, hi: float, cmap: str, label: str, width: int = 320) -> Image.Image:
@@ -54,7 +69,7 @@ def colorbar(lo: float, hi: float, cmap: str, label: str, width: int = 320) -> I
     d.text((2, 20), f"{lo:.3g}", fill="black")
     d.text((width // 2 - 3 * len(label), 20), label, fill="black")
     d.text((width - 6 * len(f"{hi:.3g}") - 2, 20), f"{hi:.3g}", fill="black")
-    return img
+    return served(img)
 
 
 def columns(n: int) -> int:
@@ -104,7 +119,7 @@ def overlay(base_gray_or_rgb: np.ndarray, heat: np.ndarray, opacity: float, side
     h = h / (h.max() or 1.0)
     hm = Image.fromarray((h * 255).astype(np.uint8)).resize((side, side), Image.Resampling.BILINEAR)
     colored = Image.fromarray(LUTS["inferno"][np.asarray(hm)])
-    return Image.blend(base, colored, float(np.clip(opacity, 0, 1)))
+    return served(Image.blend(base, colored, float(np.clip(opacity, 0, 1))))
 
 
 def grid(tiles: list[np.ndarray], cols: int, gap: int = 2, labels: bool = True) -> Image.Image:
@@ -121,7 +136,7 @@ def grid(tiles: list[np.ndarray], cols: int, gap: int = 2, labels: bool = True) 
         for i in range(len(tiles)):
             r, c = divmod(i, cols)
             d.text((c * (tw + gap) + 2, r * (th + gap) + 1), str(i), fill="white", stroke_width=1, stroke_fill="black")
-    return img
+    return served(img)
 
 
 def grid_cell(x: int, y: int, tile_w: int, tile_h: int, cols: int, n: int, gap: int = 2) -> int | None:

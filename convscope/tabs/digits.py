@@ -15,6 +15,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from convscope import visualize as viz
 from convscope.preprocess import EmptyInput, InputError, mnist_digit
 from convscope.runtime import Registry, ServedModel
 from convscope.tabs.common import SafeSketchpad, missing_notice
@@ -68,7 +69,7 @@ def verdict(model: ServedModel, probs: np.ndarray, ms: float) -> str:
 
 
 def preview(digit28: np.ndarray) -> Image.Image:
-    return Image.fromarray(digit28).resize((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.NEAREST)
+    return viz.upscale(digit28, PREVIEW_SIDE)
 
 
 def build(registry: Registry) -> None:

@@ -1,0 +1,139 @@
+"""Load and soak: concurrent gradio_client users against `python app.py` in its own process.
+
+    python -m bench.load                         # 16 clients, 2 minutes, all image endpoints
+    python -m bench.load --clients 4 --seconds 600   # soak: watch resident memory
+Prints requests/s, p50/p95/p99 per endpoint, errors, and the server's resident memory growth
+(after a warm-up) — the figures the robustness issue asks for. tests/test_load.py runs a short form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_app(port: int) -> subprocess.Popen:
+    from bench.digits import wait_up
+
+    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_up(f"http://127.0.0.1:{port}/", proc)
+    return proc
+
+
+def make_calls(tmp: Path) -> dict:
+    from gradio_client import handle_file
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(img).line([(80, 60), (200, 60), (120, 230)], fill="black", width=24)
+    path = str(tmp / "seven.png")
+    img.save(path)
+    return {
+        "predict_digit": lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(path)},
+                                             api_name="/predict_digit"),
+        "feature_maps": lambda c: c.predict("mnist_cnn", handle_file(path), api_name="/feature_maps"),
+    }
+
+
+def run_load(url: str, clients: int, seconds: float, endpoints: list[str] | None = None,
+             server_pid: int | None = None) -> dict:
+    """``clients`` threads, each its own Client, cycling through the endpoints for ``seconds``."""
+    from gradio_client import Client
+
+    tmp = Path(tempfile.mkdtemp())
+    calls = make_calls(tmp)
+    names = endpoints or list(calls)
+    lat: dict[str, list[float]] = {n: [] for n in names}
+    errors: list[str] = []
+    lock = threading.Lock()
+    conns = [Client(url, verbose=False) for _ in range(clients)]
+    for c in conns[:1]:  # warm-up
+        for n in names:
+            calls[n](c)
+    rss0 = rss_mb(server_pid) if server_pid else None
+    deadline = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        k = i
+        while time.perf_counter() < deadline:
+            name = names[k % len(names)]
+            k += 1
+            t = time.perf_counter()
+            try:
+                calls[name](conns[i])
+                with lock:
+                    lat[name].append((time.perf_counter() - t) * 1e3)
+            except Exception as e:  # every failure counts, whatever it is
+                with lock:
+                    errors.append(f"{name}: {type(e).__name__}: {e}"[:200])
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    out = {"clients": clients, "seconds": wall, "errors": len(errors), "error_examples": errors[:5],
+           "requests": sum(len(v) for v in lat.values()), "endpoints": {}}
+    out["requests_per_s"] = out["requests"] / wall
+    for n, v in lat.items():
+        a = np.asarray(v) if v else np.array([np.nan])
+        out["endpoints"][n] = {"n": len(v), "per_s": len(v) / wall, "p50_ms": float(np.percentile(a, 50)),
+                               "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99))}
+    if server_pid:
+        rss1 = rss_mb(server_pid)
+        out["rss_mb_start"], out["rss_mb_end"] = rss0, rss1
+        out["rss_growth_pct"] = 100 * (rss1 - rss0) / rss0
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "load.json"))
+    args = ap.parse_args()
+    port = 7950 + os.getpid() % 40
+    proc = start_app(port)
+    try:
+        r = run_load(f"http://127.0.0.1:{port}/", args.clients, args.seconds, server_pid=proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"{r['clients']} clients for {r['seconds']:.0f} s: {r['requests']} requests, "
+          f"{r['requests_per_s']:.1f}/s, {r['errors']} errors")
+    for n, e in r["endpoints"].items():
+        print(f"  /{n:<14} {e['per_s']:6.1f}/s   p50 {e['p50_ms']:6.0f} ms   p95 {e['p95_ms']:6.0f} ms   "
+              f"p99 {e['p99_ms']:6.0f} ms")
+    print(f"server resident memory {r['rss_mb_start']:.0f} MB -> {r['rss_mb_end']:.0f} MB "
+          f"({r['rss_growth_pct']:+.1f}%)")
+    for e in r["error_examples"]:
+        print("  error:", e)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(r, indent=1))
+
+
+if __name__ == "__main__":
+    main()
