@@ -80,9 +80,9 @@ class Registry:
     def for_tab(self, tab: str) -> list[ServedModel]:
         return [m for m in self.models.values() if m.card.tab == tab]
 
-    def broken_for_tab(self, tab: str, expected: tuple[str, ...] = ()) -> dict[str, str]:
-        """Problems that concern ``tab``: its broken cards, plus expected models with no card."""
-        out = {k: v for k, v in self.broken.items() if k in expected or k.startswith(tab)}
+    def broken_for_tab(self, expected: tuple[str, ...]) -> dict[str, str]:
+        """Why each model a tab expects is unavailable (a broken card may not even say its tab)."""
+        out = {k: v for k, v in self.broken.items() if k in expected}
         for name in expected:
             if name not in self.models and name not in out:
                 out[name] = f"no card models/{name}.json"

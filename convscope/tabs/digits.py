@@ -79,7 +79,7 @@ def build(registry: Registry) -> None:
     gr.Markdown("Draw a digit with the mouse, a finger or a pen. Both networks were trained on "
                 "MNIST; your drawing is prepared the way MNIST digits were (crop, fit into 20×20, "
                 "centre the ink's mass in 28×28) and they see exactly the small image on the right.")
-    notice = missing_notice(registry.broken_for_tab(TAB, EXPECTED))
+    notice = missing_notice(registry.broken_for_tab(EXPECTED))
     if notice:
         gr.Markdown(notice, elem_classes=["cs-notice"])
     if not models:
