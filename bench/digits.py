@@ -1,7 +1,7 @@
 """Benchmark the Digits tab, side by side in one run (a script, not a test):
 
-1. per digit model, batch-1 latency of ONNX Runtime vs torch eager (same weights, 1 thread each,
-   interleaved so both see the same machine load);
+1. per digit model, batch-1 latency of ONNX Runtime vs torch eager (same weights, uint8 image in,
+   probabilities out, 1 thread each, interleaved so both see the same machine load);
 2. the Gradio round trip of ``/predict_digit`` vs the ``/echo`` endpoint (same Sketchpad
    payload, no preprocessing or model) against ``python app.py`` in its own process.
 
@@ -34,7 +34,6 @@ def bench_models(runs: int) -> list[dict]:
     import torch
 
     from convscope.runtime import load_registry
-    from export.wrap import ExportWrapper
     from train import nets
 
     torch.set_num_threads(1)
@@ -42,7 +41,9 @@ def bench_models(runs: int) -> list[dict]:
     for m in load_registry().for_tab("digits"):
         ckpt = torch.load(REPO / "checkpoints" / f"{m.name}.pt", map_location="cpu", weights_only=False)
         net = nets.from_checkpoint(ckpt)
-        wrapper = ExportWrapper(net)
+
+        def torch_probs(x: torch.Tensor, net: torch.nn.Module = net) -> torch.Tensor:  # = ORT fetching "probs"
+            return torch.softmax(net(x.permute(0, 3, 1, 2).float()), dim=1)
         x = np.random.default_rng(0).integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
         xt = torch.from_numpy(x.copy())
         sess = m.session  # 1 intra-op thread (CONVSCOPE_ORT_THREADS default)
@@ -50,13 +51,13 @@ def bench_models(runs: int) -> list[dict]:
         with torch.inference_mode():
             for _ in range(20):
                 sess.run(["probs"], {"image": x})
-                wrapper(xt)
+                torch_probs(xt)
             for _ in range(runs):
                 t = time.perf_counter()
                 sess.run(["probs"], {"image": x})
                 t_ort.append((time.perf_counter() - t) * 1e3)
                 t = time.perf_counter()
-                wrapper(xt)  # the same graph as exported: uint8 in, probs + maps out
+                torch_probs(xt)
                 t_torch.append((time.perf_counter() - t) * 1e3)
         o, p = stats(t_ort), stats(t_torch)
         rows.append({"model": m.name, "ort": o, "torch_eager": p, "speedup": p["median_ms"] / o["median_ms"]})
