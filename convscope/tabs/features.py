@@ -89,6 +89,11 @@ def render(ins: Inspection, cam_class: str | None = None, opacity: float = 0.5) 
     return out
 
 
+def filter_note(w: np.ndarray, m_abs: float, what: str) -> str:
+    scale = "" if w.shape[1] == 3 else f" Blue = −{m_abs:.3g}, white = 0, red = +{m_abs:.3g}."
+    return f"{w.shape[0]} filters of {w.shape[1]}×{w.shape[2]}×{w.shape[3]}; showing {what}.{scale}"
+
+
 def enlarge(ins: Inspection, stage: str, channel: int) -> Image.Image:
     maps = ins.stages[stage]
     lo, hi = float(maps.min()), float(maps.max())
@@ -193,8 +198,8 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
             s = r["stages"][i]
             w = ins.filters.get(s["name"])
             if w is not None:
-                fimg, _, what = viz.filter_grid(w, 0)
-                fnote = f"{w.shape[0]} filters of {w.shape[1]}×{w.shape[2]}×{w.shape[3]}; showing {what}."
+                fimg, m_abs, what = viz.filter_grid(w, 0)
+                fnote = filter_note(w, m_abs, what)
                 ch = gr.update(maximum=max(w.shape[1] - 1, 1), value=0, visible=w.shape[1] > 1 and w.shape[1] != 3)
             else:
                 fimg, fnote, ch = None, "", gr.update(visible=False)
@@ -234,8 +239,8 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
             w = ins.filters.get(list(ins.stages)[i])
             if w is None:
                 return gr.update(), gr.update()
-            img, _, what = viz.filter_grid(w, int(c))
-            return img, f"{w.shape[0]} filters of {w.shape[1]}×{w.shape[2]}×{w.shape[3]}; showing {what}."
+            img, m_abs, what = viz.filter_grid(w, int(c))
+            return img, filter_note(w, m_abs, what)
 
         s["in_ch"].release(refilter, [state, s["in_ch"]], [s["filt"], s["filt_note"]], api_visibility="private")
 
