@@ -25,8 +25,7 @@ import torch
 from convscope.cards import METADATA_KEY, ModelCard, sha256_file
 from convscope.metrics import classification_metrics, predict_probs
 from convscope.runtime import make_session
-from export.graph_table import layer_table
-from export.onnx_export import check_parity, count_flops, export_onnx, latency_ms
+from export.onnx_export import check_parity, count_flops, describe_outputs, export_onnx, latency_ms
 from export.reference import REFERENCES, export_imagenet_stem
 from export.wrap import ExportWrapper
 from train import nets, plots
@@ -54,21 +53,7 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
                parity: dict, latency: dict, opset: int, artifacts: dict) -> ModelCard:
     spec = INPUT_SPECS[recipe.dataset]
     c, h, w = wrapper.input_chw()
-    sess = make_session(onnx_path)
-    shapes = {o.name: [None if not isinstance(d, int) else d for d in o.shape] for o in sess.get_outputs()}
-    layers, rf = layer_table(onnx.load(str(onnx_path)))
-    outputs = []
-    for n in wrapper.output_names:
-        o = {"name": n, "kind": "feature_map", "shape": shapes[n]}
-        if n in ("probs", "cam"):
-            o["kind"] = n
-        elif n.endswith("_filters"):
-            o |= {"kind": "filters", "of": n.removesuffix("_filters")}
-        else:
-            o["receptive_field"] = rf[n]
-        if n == "cam":
-            o["of"] = wrapper.cam_stage
-        outputs.append(o)
+    outputs, layers = describe_outputs(wrapper, onnx_path)
     hist = ckpt.get("history", [])
     cal = {"reject_below": recipe.reject_below,
            "rule": "top-1 probability below reject_below -> the app says the input does not look "

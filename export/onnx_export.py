@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from convscope.runtime import make_session
+from export.graph_table import layer_table
 from export.wrap import ExportWrapper
 
 PARITY_TOL = 1e-4  # max |torch - onnxruntime| accepted on any output
@@ -31,6 +32,27 @@ def export_onnx(wrapper: ExportWrapper, path: Path) -> onnx.ModelProto:
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def describe_outputs(wrapper: ExportWrapper, onnx_path: Path) -> tuple[list[dict], list[dict]]:
+    """The card's ``outputs`` (name, kind, shape, receptive field or what it belongs to) and
+    ``layers`` table, read off the exported file."""
+    sess = make_session(onnx_path)
+    shapes = {o.name: [d if isinstance(d, int) else None for d in o.shape] for o in sess.get_outputs()}
+    layers, rf = layer_table(onnx.load(str(onnx_path)))
+    outputs = []
+    for n in wrapper.output_names:
+        o = {"name": n, "kind": "feature_map", "shape": shapes[n]}
+        if n == "probs":
+            o["kind"] = "probs"
+        elif n == "cam":
+            o |= {"kind": "cam", "of": wrapper.cam_stage}
+        elif n.endswith("_filters"):
+            o |= {"kind": "filters", "of": n.removesuffix("_filters")}
+        else:
+            o["receptive_field"] = rf[n]
+        outputs.append(o)
+    return outputs, layers
 
 
 def max_abs_diffs(wrapper: ExportWrapper, sess: ort.InferenceSession, images: np.ndarray) -> dict[str, float]:

@@ -19,8 +19,7 @@ import torch
 from convscope.cards import METADATA_KEY, ModelCard, sha256_file
 from convscope.preprocess import imagenet_center
 from convscope.runtime import make_session
-from export.graph_table import layer_table
-from export.onnx_export import check_parity, export_onnx
+from export.onnx_export import check_parity, describe_outputs, export_onnx
 from export.wrap import ExportWrapper
 from train import nets
 from train.datasets import resolve_data_dir
@@ -71,9 +70,7 @@ def export_imagenet_stem(data_dir: str | None, models_dir: Path, checkpoints_dir
         tmp_path = Path(tmp) / "imagenet_stem.onnx"
         model = export_onnx(wrapper, tmp_path)
         parity = check_parity(wrapper, make_session(tmp_path, threads=2), real)
-        layers, rf = layer_table(model)
-        sess = make_session(tmp_path)
-        shapes = {o.name: [d if isinstance(d, int) else None for d in o.shape] for o in sess.get_outputs()}
+        outputs, layers = describe_outputs(wrapper, tmp_path)
         card = ModelCard(
             name="imagenet_stem", title="EfficientNet-Lite0 first layer (ImageNet-trained)", tab="features",
             file="imagenet_stem.onnx",
@@ -83,8 +80,7 @@ def export_imagenet_stem(data_dir: str | None, models_dir: Path, checkpoints_dir
                    "range": [0, 255], "color": "RGB", "preprocess": "imagenet_center",
                    "preprocess_note": "shorter side to 256 (bicubic), central 224x224 crop; scaled to [-1, 1] "
                                       "inside the graph"},
-            outputs=[{"name": "stem", "kind": "feature_map", "shape": shapes["stem"], "receptive_field": rf["stem"]},
-                     {"name": "stem_filters", "kind": "filters", "of": "stem", "shape": shapes["stem_filters"]}],
+            outputs=outputs,
             labels=[],
             metrics={"kind": "feature extractor: no test-set accuracy applies",
                      "filters_max_abs_diff_to_source": ckpt["filters_max_abs_diff_to_source"],
