@@ -74,8 +74,8 @@ def preview(digit28: np.ndarray) -> Image.Image:
 
 def build(registry: Registry) -> None:
     """Render the tab's contents inside the current ``gr.Tab`` context."""
-    models = sorted(registry.for_tab(TAB), key=lambda m: (m.name not in EXPECTED, EXPECTED.index(m.name)
-                                                          if m.name in EXPECTED else 0, m.name))
+    order = {name: i for i, name in enumerate(EXPECTED)}
+    models = sorted(registry.for_tab(TAB), key=lambda m: (order.get(m.name, len(order)), m.name))
     gr.Markdown("Draw a digit with the mouse, a finger or a pen. Both networks were trained on "
                 "MNIST; your drawing is prepared the way MNIST digits were (crop, fit into 20×20, "
                 "centre the ink's mass in 28×28) and they see exactly the small image on the right.")

@@ -24,7 +24,7 @@ from convscope.preprocess import PREPROCESSORS, EmptyInput, InputError
 from convscope.runtime import Registry, ServedModel
 from convscope.tabs import playground
 from convscope.tabs.common import SafeImage, SafeSketchpad, missing_notice
-from convscope.tabs.digits import sketch_image
+from convscope.tabs.digits import sketch_image, top_k
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # made by scripts/make_examples.py
 MAX_STAGES = 6  # UI slots; a model's first MAX_STAGES stages are shown
@@ -80,8 +80,7 @@ def render(ins: Inspection, cam_class: str | None = None, opacity: float = 0.5) 
         stages.append({"name": name, "grid": img, "legend": viz.colorbar(lo, hi, "viridis", "activation"),
                        "info": stage_info(ins.model, name, maps, lo, hi), "cols": cols, "side": side,
                        "lo": lo, "hi": hi})
-    top = None if ins.probs is None else {card.labels[i]: float(ins.probs[i]) for i in np.argsort(ins.probs)[::-1][:3]}
-    out = {"stages": stages, "top": top, "cam": None}
+    out = {"stages": stages, "top": None if ins.probs is None else top_k(ins.probs, card.labels), "cam": None}
     if ins.cam is not None:
         cls = card.labels.index(cam_class) if cam_class in card.labels else int(ins.probs.argmax())
         out["cam"] = viz.overlay(ins.image[..., 0] if ins.image.shape[2] == 1 else ins.image, ins.cam[cls], opacity)
@@ -244,7 +243,7 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
 
         s["in_ch"].release(refilter, [state, s["in_ch"]], [s["filt"], s["filt_note"]], api_visibility="private")
 
-    def feature_maps(model: str, image: np.ndarray | None) -> list[tuple[Image.Image, str]]:
+    def feature_maps(model: str, image: Image.Image | None) -> list[tuple[Image.Image, str]]:
         """Every exported stage of ``model`` for ``image``, one grid per stage (shared colour scale)."""
         if model not in models:
             raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(models)}.")
