@@ -8,14 +8,14 @@ from pathlib import Path
 import gradio as gr
 
 from convscope.runtime import MODELS_DIR, Registry, load_registry
-from convscope.tabs import digits, features
+from convscope.tabs import cifar, digits, features
 from convscope.tabs.common import SafeSketchpad
 
 TITLE = "ConvScope — see what a CNN does"
 CSS = """
 .cs-notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
 #digit-sketch { max-width: 360px; }
-#digit-preview img { image-rendering: pixelated; }
+#digit-preview img, #cifar-seen img { image-rendering: pixelated; }
 """
 def upload_cache() -> tuple[int, int]:
     """Gradio's delete_cache: (how often, older than what), in seconds. Uploads are needed only
@@ -32,6 +32,8 @@ def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = N
                     "file, training time, limitations) is in `models/`.")
         with gr.Tab("Digits", id="digits"):
             digits.build(registry)
+        with gr.Tab("CIFAR-10", id="cifar10"):
+            cifar.build(registry)
         with gr.Tab("Feature maps", id="features"):
             features.build(registry)
         demo.load(None, None, None, js=digits.SELECT_BRUSH_JS)

@@ -209,4 +209,23 @@ def imagenet_center(img: np.ndarray | Image.Image | None, size: int = 224, crop_
     return np.asarray(pil.crop((left, top, left + size, top + size)))
 
 
-PREPROCESSORS = {"mnist_digit": mnist_digit, "imagenet_center": imagenet_center}
+def center_square(rgb: np.ndarray) -> np.ndarray:
+    """The largest centred square of an image (CIFAR's photos are roughly centred objects)."""
+    h, w = rgb.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return rgb[top:top + s, left:left + s]
+
+
+def cifar_photo(img: np.ndarray | Image.Image | None, size: int = 32) -> np.ndarray:
+    """A photo -> what a CIFAR-10 model sees: the centred square, resized to size x size with an
+    area filter (each output pixel averages its patch, as CIFAR's downsampled photos do).
+    Returns uint8 (size, size, 3)."""
+    rgb = to_rgb(img)
+    check_size(*rgb.shape[:2])
+    square = Image.fromarray(center_square(rgb))
+    resample = Image.Resampling.BOX if square.width >= size else Image.Resampling.BICUBIC
+    return np.asarray(square.resize((size, size), resample))
+
+
+PREPROCESSORS = {"mnist_digit": mnist_digit, "imagenet_center": imagenet_center, "cifar_photo": cifar_photo}

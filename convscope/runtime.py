@@ -76,6 +76,7 @@ class Registry:
 
     models: dict[str, ServedModel] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # card file stem -> reason
+    models_dir: Path = MODELS_DIR  # where the cards' artifacts (curves, confusion PNGs) live
 
     def for_tab(self, tab: str) -> list[ServedModel]:
         return [m for m in self.models.values() if m.card.tab == tab]
@@ -95,7 +96,7 @@ def load_registry(models_dir: str | Path = MODELS_DIR) -> Registry:
     Never raises for a bad model: it lands in ``broken`` with a reason the UI shows.
     """
     models_dir = Path(models_dir)
-    reg = Registry()
+    reg = Registry(models_dir=models_dir)
     for card_path in find_cards(models_dir):
         try:
             card = ModelCard.load(card_path)

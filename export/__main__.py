@@ -25,6 +25,7 @@ import torch
 from convscope.cards import METADATA_KEY, ModelCard, sha256_file
 from convscope.metrics import classification_metrics, predict_probs
 from convscope.runtime import make_session
+from export.fit_analysis import fit_analysis
 from export.onnx_export import check_parity, count_flops, describe_outputs, export_onnx, latency_ms
 from export.reference import REFERENCES, export_imagenet_stem
 from export.wrap import ExportWrapper
@@ -75,12 +76,26 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
                   "final_val_acc": hist[-1]["val_acc"] if hist else None,
                   "final_val_loss": hist[-1]["val_loss"] if hist else None,
                   "history": hist,
+                  "fit_analysis": fit_analysis(hist),
                   "command": f"python -m train {recipe.name}"},
         versions={"torch": torch.__version__, "onnx": onnx.__version__,
                   "onnxruntime": onnxruntime.__version__, "opset": opset},
         data_sources=[spec["data_source"]], limitations=list(recipe.limitations),
         parity=parity, artifacts=artifacts | {"latency": latency}, layers=layers,
     )
+
+
+def measure_without_tta(ckpt: dict, test, tmp: Path, reject_below: float) -> dict:
+    """Accuracy, FLOPs and latency of the same weights exported with ``tta_level=0``."""
+    plain = nets.from_checkpoint(ckpt)
+    plain.tta_level = 0
+    path = tmp / "without_tta.onnx"
+    export_onnx(ExportWrapper(plain), path)
+    m = classification_metrics(predict_probs(make_session(path, threads=2), test.x), test.y, test.labels,
+                               reject_below)
+    c, h, w = ExportWrapper(plain).input_chw()
+    return {"accuracy": m["accuracy"], "errors": m["errors"], "per_class_accuracy": m["per_class_accuracy"],
+            "flops": count_flops(plain, (c, h, w)), "latency_median_ms": latency_ms(path, test.x)["median_ms"]}
 
 
 def main(argv: list[str] | None = None) -> ModelCard:
@@ -120,6 +135,8 @@ def main(argv: list[str] | None = None) -> ModelCard:
                    **classification_metrics(probs, test.y, test.labels, recipe.reject_below),
                    "labels": test.labels}
         lat = latency_ms(tmp_path, test.x)
+        if getattr(net, "tta_level", 0):  # the card also reports the net without its TTA views
+            metrics["without_tta"] = measure_without_tta(ckpt, test, Path(tmp), recipe.reject_below)
         graph_bytes = model.graph.SerializeToString()
 
         stem = models_dir / recipe.name

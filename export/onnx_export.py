@@ -77,17 +77,18 @@ def check_parity(wrapper: ExportWrapper, sess: ort.InferenceSession, real_images
 
 
 def count_flops(net: nn.Module, chw: tuple[int, int, int]) -> int:
-    """FLOPs per image (2 x multiply-adds) of Conv2d and Linear layers, via forward hooks."""
+    """FLOPs per image (2 x multiply-adds) of Conv2d and Linear layers, via forward hooks, of
+    everything one image costs in eval mode (test-time augmentation views included)."""
     total = 0
 
     def conv_hook(m: nn.Conv2d, _inp: tuple, out: torch.Tensor) -> None:
         nonlocal total
         k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-        total += 2 * out[0].numel() * k
+        total += 2 * out.numel() * k
 
     def linear_hook(m: nn.Linear, _inp: tuple, out: torch.Tensor) -> None:
         nonlocal total
-        total += 2 * m.in_features * m.out_features
+        total += 2 * out.numel() * m.in_features
 
     hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
              for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

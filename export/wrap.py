@@ -3,11 +3,13 @@
 Input ``image``: uint8, NHWC, pixels 0-255, any batch size. The cast and the NHWC -> NCHW
 permute happen in the graph; scaling and mean/std are already in the net (``Normalize``).
 Outputs: ``probs`` (softmax), then each conv stage's activation under its own name, then the
-filters that produce each stage as ``<stage>_filters`` (constant outputs: the app reads weights
-through onnxruntime alone, without the onnx package), then for
+filters that produce each stage as ``<stage>_filters`` (for stages a single conv produces;
+constant outputs: the app reads weights through onnxruntime alone, without onnx), then for
 nets with a global-average-pool + linear head ``cam``: the class-activation maps of every class,
 ``einsum("nkhw,ck->nchw", last_map, W)``. For such a head Grad-CAM equals CAM (the gradient of a
 logit w.r.t. the last map is W[c] / (h*w) everywhere), so this is exact and needs no autograd.
+A global *max*-pool head gives the same Grad-CAM (W[c] at each channel's maximum, so the same
+spatial mean), which is why airbench-style nets get a ``cam`` too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class ExportWrapper(nn.Module):
         _, stages = net.forward_stages(torch.zeros(1, *self.input_chw()))
         self.stage_names = list(stages)
         self.cam_stage = getattr(net, "cam_stage", None)
+        # a stage made by concatenating branches (inception) has no single filter bank: None
+        self.filter_stages = [s for s, conv in net.stage_convs().items() if conv is not None]
 
     def input_chw(self) -> tuple[int, int, int]:
         # every net documents its input through its Normalize buffers (channels) and image size
@@ -37,14 +41,15 @@ class ExportWrapper(nn.Module):
     @property
     def output_names(self) -> list[str]:
         return [*(["probs"] if self.is_classifier else []), *self.stage_names,
-                *[f"{s}_filters" for s in self.stage_names], *(["cam"] if self.cam_stage else [])]
+                *[f"{s}_filters" for s in self.filter_stages], *(["cam"] if self.cam_stage else [])]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = image.permute(0, 3, 1, 2).to(torch.float32)
         logits, stages = self.net.forward_stages(x)
         convs = self.net.stage_convs()
         outs = [*([torch.softmax(logits, dim=1)] if self.is_classifier else []), *stages.values(),
-                *[convs[s].weight.clone() for s in stages]]
+                *[convs[s].weight.clone() for s in self.filter_stages]]
         if self.cam_stage:
-            outs.append(torch.einsum("nkhw,ck->nchw", stages[self.cam_stage], self.net.classifier.weight))
+            w = self.net.classifier.weight * getattr(self.net, "logit_scale", 1.0)  # logits = scale * W f
+            outs.append(torch.einsum("nkhw,ck->nchw", stages[self.cam_stage], w))
         return tuple(outs)

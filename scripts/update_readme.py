@@ -16,6 +16,7 @@ sys.path.insert(0, str(REPO))
 from convscope.cards import CLASSIFIER_TABS, ModelCard, find_cards  # noqa: E402
 
 START, END = "<!-- results:start (scripts/update_readme.py) -->", "<!-- results:end -->"
+CMP_START, CMP_END = "<!-- cifar-comparison:start (scripts/update_readme.py) -->", "<!-- cifar-comparison:end -->"
 
 
 def human(n: float) -> str:
@@ -34,8 +35,10 @@ def table(models_dir: Path = REPO / "models") -> str:
         m, t = c.metrics, c.training
         lat = c.artifacts.get("latency", {})
         machine = t.get("machine") or {}
+        tta = f"; {m['without_tta']['accuracy']:.2%} without TTA" if m.get("without_tta") else ""
         rows.append(
-            f"| `{c.name}` — {c.title} | {c.tab} | **{m['accuracy']:.2%}** ({m['dataset']} {m['split']}, n={m['n']:,}) "
+            f"| `{c.name}` — {c.title} | {c.tab} | **{m['accuracy']:.2%}** ({m['dataset']} {m['split']}, "
+            f"n={m['n']:,}{tta}) "
             f"| {c.params:,} | {human(c.flops)} | {lat.get('median_ms', float('nan')):.2f} ms "
             f"| {t['train_time_s'] / 60:.1f} min, {t['epochs']} epochs, {machine.get('cores', '?')} CPU cores "
             f"| [png](models/{c.artifacts.get('curves', '')}) |")
@@ -45,10 +48,25 @@ def table(models_dir: Path = REPO / "models") -> str:
     return "\n".join(rows)
 
 
+def comparison(models_dir: Path = REPO / "models") -> str:
+    """The CIFAR-10 tab's comparison table, as Markdown."""
+    from convscope.tabs.cifar import CLASSIC_ARCHS, COMPARISON_HEADERS, EXPECTED, comparison_rows
+
+    cards = sorted((ModelCard.load(p) for p in find_cards(models_dir)), key=lambda c: c.name)
+    cards = [c for c in cards if c.tab == "cifar10"]
+    cards.sort(key=lambda c: EXPECTED.index(c.name) if c.name in EXPECTED else len(EXPECTED))
+    rows = comparison_rows(cards, models_dir / CLASSIC_ARCHS)
+    lines = ["| " + " | ".join(COMPARISON_HEADERS) + " |", "|---|---|---:|---:|---:|---:|---:|"]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
 def render(readme: str) -> str:
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table()}\n{END}{tail}"
+    for start, end, make in ((START, END, table), (CMP_START, CMP_END, comparison)):
+        if start in readme:
+            head, rest = readme.split(start, 1)
+            _, tail = rest.split(end, 1)
+            readme = f"{head}{start}\n{make()}\n{end}{tail}"
+    return readme
 
 
 def main() -> int:

@@ -14,12 +14,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from convscope.cards import ModelCard, find_cards
 from convscope.runtime import MODELS_DIR
-from train.datasets import mnist_available, resolve_data_dir
+from train.datasets import cifar_available, mnist_available, resolve_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 CARDS = [ModelCard.load(p) for p in find_cards(MODELS_DIR)]
 DATA_DIR = resolve_data_dir()
 NO_MNIST = f"MNIST not found under {DATA_DIR} (set CONVSCOPE_DATA_DIR to a folder with MNIST/raw/*.gz)"
+NO_CIFAR = f"CIFAR-10 not found under {DATA_DIR}/cifar10 (set CONVSCOPE_DATA_DIR; see train/datasets.py)"
 
 
 def card_params(tab: str | None = None) -> list:
@@ -33,6 +34,15 @@ def mnist_test():
     from train.datasets import load_mnist
 
     return load_mnist("test")
+
+
+@pytest.fixture(scope="session")
+def cifar_test():
+    if not cifar_available():
+        pytest.skip(NO_CIFAR)
+    from train.datasets import load_cifar10
+
+    return load_cifar10("test")
 
 
 def canvas_png(digit28: np.ndarray, path: Path, side: int = 280, rgba: bool = False) -> Path:

@@ -9,7 +9,8 @@ from convscope.runtime import MODELS_DIR, make_session
 from tests.conftest import card_params
 
 # The targets the issues set, per model (fraction of the test set).
-TARGETS = {"mnist_lenet5": 0.990, "mnist_cnn": 0.996}
+TARGETS = {"mnist_lenet5": 0.990, "mnist_cnn": 0.996,
+           "cifar_resnet": 0.940, "cifar_inception": 0.80, "cifar_simple": 0.65}
 
 
 @pytest.mark.data
@@ -21,3 +22,14 @@ def test_digit_models_on_mnist_test(card, mnist_test):
     assert m["errors"] == card.metrics["errors"]  # exactly what the card says
     assert m["accuracy"] >= TARGETS.get(card.name, 0.98)
     assert m["coverage_at_threshold"] == pytest.approx(card.calibration["operating_point"]["coverage_at_threshold"])
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("card", card_params("cifar10"))
+def test_cifar_models_on_cifar10_test(card, cifar_test):
+    probs = predict_probs(make_session(MODELS_DIR / card.file, threads=2), cifar_test.x)
+    m = classification_metrics(probs, cifar_test.y, cifar_test.labels, card.calibration["reject_below"])
+    assert m["n"] == card.metrics["n"] == 10_000
+    assert m["errors"] == card.metrics["errors"]
+    assert m["per_class_accuracy"] == card.metrics["per_class_accuracy"]
+    assert m["accuracy"] >= TARGETS[card.name]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from tests.conftest import CARDS, canvas_png
+from tests.conftest import CARDS, REPO, canvas_png
 
 DIGIT_MODELS = [c.name for c in CARDS if c.tab == "digits"]
 
@@ -79,3 +81,64 @@ def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(client, tmp
     assert "Traceback" not in str(e.value)
     ok = client.predict(sketch(canvas_png(mnist_test.x[0, ..., 0], tmp_path / "ok.png")), api_name="/predict_digit")
     assert ok["label"] == str(mnist_test.y[0])
+
+
+# --- CIFAR-10 tab -------------------------------------------------------------------------------
+
+CIFAR_MODELS = [c.name for c in CARDS if c.tab == "cifar10"]
+PHOTOS = REPO / "examples" / "photos"
+
+
+def photo_variants(tmp_path) -> dict[str, Path]:
+    """The cat photo as users send it: sizes, aspect ratios and modes."""
+    cat = Image.open(PHOTOS / "cat_chelsea.jpg").convert("RGB")  # 451x300
+    rgba = Image.new("RGBA", (cat.width + 200, cat.height), (0, 0, 0, 0))
+    rgba.paste(cat, (100, 0))  # transparent margins left and right
+    out = {
+        "rgb_jpeg": cat,
+        "grayscale_png": cat.convert("L"),
+        "rgba_png": rgba,
+        "wide_3to1": cat.crop((0, 100, cat.width, 250)).resize((900, 300)),
+        "tall_1to3": cat.crop((150, 0, 300, cat.height)).resize((200, 600)),
+        "tiny_24px": cat.resize((36, 24)),
+        "large_3000px": cat.resize((3000, 1995)),
+    }
+    paths = {}
+    for name, img in out.items():
+        paths[name] = tmp_path / f"{name}.{'jpg' if name.endswith('jpeg') else 'png'}"
+        img.save(paths[name])
+    return paths
+
+
+@pytest.mark.parametrize("model", CIFAR_MODELS)
+def test_classify_image_answers_photos_of_any_size_and_mode(client, tmp_path, model):
+    labels = next(c for c in CARDS if c.name == model).labels
+    for name, path in photo_variants(tmp_path).items():
+        out = client.predict(handle_file(str(path)), model, api_name="/classify_image")
+        conf = out["confidences"]
+        assert len(conf) == 3 and out["label"] == conf[0]["label"] in labels, name
+        assert conf[0]["confidence"] >= conf[1]["confidence"] >= conf[2]["confidence"] > 0, name
+        assert sum(c["confidence"] for c in conf) <= 1 + 1e-6, name
+
+
+def test_classify_image_sees_the_cat(client, tmp_path):
+    """A real photo, not from CIFAR: the main model reads it, in colour and in grey."""
+    paths = photo_variants(tmp_path)
+    for name in ("rgb_jpeg", "grayscale_png", "rgba_png"):
+        out = client.predict(handle_file(str(paths[name])), "cifar_resnet", api_name="/classify_image")
+        assert out["label"] == "cat", (name, out)
+
+
+def test_classify_image_at_32px_equals_the_onnx_model(client, tmp_path, cifar_test):
+    """A CIFAR test image sent at 32x32 reaches the model unchanged: the app's answer is the file's."""
+    from convscope.runtime import MODELS_DIR, make_session
+
+    idx = [int(np.flatnonzero(cifar_test.y == k)[0]) for k in range(10)]
+    card = next(c for c in CARDS if c.name == "cifar_resnet")
+    probs = make_session(MODELS_DIR / card.file).run(["probs"], {"image": cifar_test.x[idx]})[0]
+    for i, p in zip(idx, probs, strict=True):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(cifar_test.x[i]).save(path)
+        out = client.predict(handle_file(str(path)), "cifar_resnet", api_name="/classify_image")
+        assert out["label"] == card.labels[int(p.argmax())]
+        assert out["confidences"][0]["confidence"] == pytest.approx(float(p.max()), abs=1e-5)

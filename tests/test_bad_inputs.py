@@ -10,7 +10,8 @@ from gradio_client.exceptions import AppError
 from tests.bad_inputs import CASES
 
 # Everything a user may be told; anything else (a bare "the app raised an exception") fails.
-CLEAR = ("Could not read this file", "not supported", "too large", "too small", "Nothing was drawn", "blank or uniform")
+CLEAR = ("Could not read this file", "not supported", "too large", "too small", "Nothing was drawn", "blank or uniform",
+         "No image was given")
 
 
 def sketch(path: str) -> dict:
@@ -21,7 +22,9 @@ ENDPOINTS = {
     "predict_digit": lambda c, p: c.predict(sketch(p), api_name="/predict_digit"),
     "feature_maps_cnn": lambda c, p: c.predict("mnist_cnn", handle_file(p), api_name="/feature_maps"),
     "feature_maps_stem": lambda c, p: c.predict("imagenet_stem", handle_file(p), api_name="/feature_maps"),
+    "classify_image": lambda c, p: c.predict(handle_file(p), api_name="/classify_image"),
 }
+PHOTO_ENDPOINTS = ("feature_maps_stem", "classify_image")
 
 
 def test_corpus_is_big_enough():
@@ -34,7 +37,7 @@ def test_bad_input(client, tmp_path, case, endpoint):
     name, make, suffix, expected = case
     path = tmp_path / f"{name}.{suffix}"
     path.write_bytes(make())
-    if endpoint == "feature_maps_stem" and name in ("blank_white", "all_black", "uniform_grey", "transparent_rgba",
+    if endpoint in PHOTO_ENDPOINTS and name in ("blank_white", "all_black", "uniform_grey", "transparent_rgba",
                                                     "wide_aspect"):
         expected = "ok"  # a photo model has no "empty canvas": a uniform image is a valid photo
     try:

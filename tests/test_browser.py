@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from convscope.tabs.digits import SKETCH_ID
-from tests.conftest import CARDS
+from tests.conftest import CARDS, REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -108,3 +108,15 @@ def test_feature_maps_tab_shows_the_grids_of_a_drawn_digit(page):
     for i in range(3):  # every stage of the default model has its grid
         assert page.locator(f"#fm-grid-{i} img").count() == 1
     page.screenshot(path=os.environ.get("CONVSCOPE_FM_SCREENSHOT", "/tmp/convscope-feature-maps.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_cifar_tab_classifies_an_uploaded_photo(page):
+    page.get_by_role("tab", name="CIFAR-10").click()
+    page.locator("#cifar-photo input[type=file]").set_input_files(str(REPO / "examples" / "photos" / "cat_chelsea.jpg"))
+    sel = "#cifar-label [data-testid='label-output-value']"
+    page.wait_for_function(f"() => document.querySelector(\"{sel}\")?.innerText.trim().length > 0", timeout=30_000)
+    assert page.locator(sel).inner_text().strip() == "cat"
+    assert page.locator("#cifar-seen img").count() == 1  # the 32x32 input is shown
+    assert "cat" in page.locator("#cifar-status").inner_text()
+    page.screenshot(path=os.environ.get("CONVSCOPE_CIFAR_SCREENSHOT", "/tmp/convscope-cifar.png"), full_page=True)

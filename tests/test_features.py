@@ -36,8 +36,9 @@ def test_every_stage_filters_and_cam(card, registry):
         spec = next(o for o in card.outputs if o["name"] == name)
         assert list(maps.shape) == spec["shape"][1:]
         assert spec["receptive_field"] is None or spec["receptive_field"] >= 3
-        w = ins.filters[name]
-        assert w.shape[0] == maps.shape[0]  # one filter per output channel
+        if card.output_names("filters") and name in ins.filters:
+            assert ins.filters[name].shape[0] == maps.shape[0]  # one filter per output channel
+    assert ins.filters, "every model shows at least its first layer's filters"
     r = render(ins, opacity=0.4)
     assert len(r["stages"]) == len(ins.stages)
     for s in r["stages"]:
@@ -51,7 +52,7 @@ def test_every_stage_filters_and_cam(card, registry):
     assert card.layers and any(row["op"] == "Conv" for row in card.layers)
 
 
-@pytest.mark.parametrize("card", [c for c in card_params() if c.values[0].output_names("cam")])
+@pytest.mark.parametrize("card", [c for c in card_params("digits") if c.values[0].output_names("cam")])
 def test_cam_points_at_the_ink(card, registry):
     """The predicted class's evidence sits on the stroke, not on the empty background."""
     ins = inspect(registry.models[card.name], seven())

@@ -28,11 +28,13 @@ def inputs(card, mnist_like: np.ndarray | None) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("card", card_params())
 def test_onnx_matches_torch(card, request):
-    real = None
-    if card.tab == "digits":
-        from train.datasets import load_mnist, mnist_available
+    from train.datasets import cifar_available, load_cifar10, load_mnist, mnist_available
 
-        real = load_mnist("test").x[:32] if mnist_available() else None
+    real = None
+    if card.tab == "digits" and mnist_available():
+        real = load_mnist("test").x[:32]
+    elif card.tab == "cifar10" and cifar_available():
+        real = load_cifar10("test").x[::1000]
     wrapper, sess = load_pair(card)
     names = [o["name"] for o in card.outputs]
     for x in inputs(card, real):
@@ -63,12 +65,15 @@ def test_imagenet_stem_filters_are_the_published_ones():
 
 @pytest.mark.parametrize("card", [p for p in card_params() if any(o["kind"] == "cam" for o in p.values[0].outputs)])
 def test_onnx_cam_equals_autograd_gradcam(card):
-    """For a GAP + linear head, Grad-CAM (before its ReLU) = CAM / (h*w): check it on the ONNX output."""
+    """For a GAP (or global max-pool) + linear head, Grad-CAM (before its ReLU) = CAM / (h*w):
+    check it on the ONNX output."""
     wrapper, sess = load_pair(card)
     h, w, c = card.input["shape"][1:]
     x = np.random.default_rng(1).integers(0, 256, (3, h, w, c), dtype=np.uint8)
     cam_stage = next(o["of"] for o in card.outputs if o["kind"] == "cam")
     net = wrapper.net
+    if getattr(net, "tta_level", 0):  # the CAM is of the plain view, not the test-time-augmented logits
+        net.tta_level = 0
     feats = {}
     handle = getattr(net, cam_stage).register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
     logits = net(torch.from_numpy(x).permute(0, 3, 1, 2).float())

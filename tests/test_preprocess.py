@@ -11,6 +11,7 @@ from convscope.preprocess import (
     MNIST_STROKE,
     EmptyInput,
     InputError,
+    cifar_photo,
     mnist_digit,
     stroke_width,
     to_gray,
@@ -153,3 +154,36 @@ def test_mnist_digits_survive_the_round_trip(mnist_test):
         big = np.asarray(Image.fromarray(255 - d).resize((280, 280), Image.Resampling.BILINEAR))
         diffs.append(np.abs(mnist_digit(big).astype(int) - d).mean())
     assert np.mean(diffs) < 10, np.mean(diffs)  # of 255
+
+
+# --- CIFAR-10 photos ----------------------------------------------------------------------------
+
+
+def test_cifar_photo_keeps_a_32px_image_exactly(cifar_test):
+    for x in cifar_test.x[:20]:
+        np.testing.assert_array_equal(cifar_photo(Image.fromarray(x)), x)
+
+
+def test_cifar_photo_takes_the_centred_square():
+    img = np.zeros((100, 300, 3), np.uint8)
+    img[:, 100:200] = (255, 0, 0)  # the centre third is red, the sides black
+    out = cifar_photo(img)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert (out[..., 0] == 255).all() and (out[..., 1:] == 0).all()
+    np.testing.assert_array_equal(cifar_photo(img.transpose(1, 0, 2)), out.transpose(1, 0, 2))
+
+
+def test_cifar_photo_modes():
+    grey = Image.new("L", (64, 48), 90)
+    out = cifar_photo(grey)
+    assert out.shape == (32, 32, 3) and (out == 90).all()  # grey repeated into RGB
+    clear = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    assert (cifar_photo(clear) == 255).all()  # transparent is white paper, not black
+    area = cifar_photo(np.tile(np.array([[0], [255]], np.uint8), (32, 64))[..., None].repeat(3, 2))
+    assert np.abs(area.astype(int) - 128).max() <= 1  # 2:1 stripes average out (area filter)
+
+
+@pytest.mark.parametrize("shape", [(4, 400), (1, 1)])
+def test_cifar_photo_refuses_slivers(shape):
+    with pytest.raises(InputError, match="too small"):
+        cifar_photo(np.zeros((*shape, 3), np.uint8))

@@ -80,6 +80,65 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None, download: 
     return ArraySplit(x=x, y=y, labels=MNIST_LABELS)
 
 
+CIFAR_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR_SOURCE = ("CIFAR-10 (Krizhevsky, 'Learning Multiple Layers of Features from Tiny Images', 2009), "
+                "50,000 train / 10,000 test 32x32 photos; no formal license, cite the report")
+
+
+def _cifar_mosaic(path: Path) -> np.ndarray:
+    """A 3200x3200 lossless mosaic of 100x100 tiles -> (10000, 32, 32, 3), tile i at (i // 100, i % 100)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB"))
+    return a.reshape(100, 32, 100, 32, 3).transpose(0, 2, 1, 3, 4).reshape(10000, 32, 32, 3)
+
+
+def cifar_available(data_dir: str | os.PathLike | None = None) -> bool:
+    d = resolve_data_dir(data_dir) / "cifar10"
+    return (d / "cifar10_labels.npz").exists() or (d / "cifar-10-batches-py").is_dir()
+
+
+def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> ArraySplit:
+    """CIFAR-10 ``split`` as (N, 32, 32, 3) uint8 RGB.
+
+    Reads ``<data-dir>/cifar10``: the lossless mosaics + ``cifar10_labels.npz`` of shared/data
+    (images sorted by class: shuffle before training), or the official python batches
+    (``cifar-10-batches-py``), which torchvision reads and, with ``download=True``, fetches.
+    """
+    root = resolve_data_dir(data_dir) / "cifar10"
+    if (root / "cifar10_labels.npz").exists():
+        lab = np.load(root / "cifar10_labels.npz")
+        if split == "train":
+            x = np.concatenate([_cifar_mosaic(root / f"cifar10_train_{i}.webp") for i in range(5)])
+        else:
+            x = _cifar_mosaic(root / "cifar10_test.webp")
+        return ArraySplit(x=x, y=lab[f"y_{split}"].astype(np.int64), labels=[str(c) for c in lab["classes"]])
+    if not (root / "cifar-10-batches-py").is_dir() and not download:
+        raise FileNotFoundError(
+            f"CIFAR-10 not found in {root}. Pass --data-dir pointing at a folder with cifar10/ "
+            "(mosaics + cifar10_labels.npz, or cifar-10-batches-py), or --download to fetch it.")
+    import torchvision  # only for the official files / a network; this module stays torch-free
+
+    ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
+    return ArraySplit(x=np.asarray(ds.data), y=np.asarray(ds.targets, np.int64), labels=list(ds.classes))
+
+
+def synthetic_photos(n: int, seed: int = 0, size: int = 32) -> ArraySplit:
+    """Tiny learnable stand-in for CIFAR-10 (for --smoke): class k is a stripe pattern at angle
+    k*18 degrees in a colour of its own, on a noisy background."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    colours = (np.array([[np.cos(a), np.cos(a + 2.1), np.cos(a + 4.2)] for a in np.arange(10) * 0.63]) + 1) * 120
+    x = rng.integers(0, 60, (n, size, size, 3)).astype(np.float32)
+    for i, k in enumerate(y):
+        a = np.deg2rad(k * 18)
+        stripes = np.sin((xx * np.cos(a) + yy * np.sin(a)) * 0.8) > 0
+        x[i][stripes] += colours[k]
+    return ArraySplit(x=np.clip(x, 0, 255).astype(np.uint8), y=y.astype(np.int64), labels=CIFAR_LABELS)
+
+
 def split_train_val(data: ArraySplit, val_size: int, seed: int) -> tuple[ArraySplit, ArraySplit]:
     """A fixed random hold-out of ``val_size`` examples (the same for a given seed)."""
     order = np.random.default_rng(seed).permutation(len(data))
@@ -105,6 +164,7 @@ def synthetic_digits(n: int, seed: int = 0, size: int = 28) -> ArraySplit:
 # One entry per dataset: (real loader, synthetic stand-in for --smoke).
 LOADERS = {
     "mnist": (load_mnist, synthetic_digits),
+    "cifar10": (load_cifar10, synthetic_photos),
 }
 
 # What the model card says about each dataset's input: the app's preprocessing policy
@@ -116,6 +176,14 @@ INPUT_SPECS = {
         "note": "ink -> bounding box -> fit into 20x20 keeping aspect -> centre of mass at the "
                 "centre of 28x28 (the MNIST procedure), see convscope/preprocess.py",
         "data_source": MNIST_SOURCE,
+        "test_split": "test",
+    },
+    "cifar10": {
+        "preprocess": "cifar_photo",
+        "color": "RGB",
+        "note": "centre crop to a square, then resize to 32x32 with an area filter (CIFAR's photos "
+                "are small, roughly centred objects), see convscope/preprocess.py",
+        "data_source": CIFAR_SOURCE,
         "test_split": "test",
     },
 }

@@ -77,21 +77,101 @@ def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv/linear weights only, not on biases or norm parameters."""
     decay, no_decay = [], []
     for p in net.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def airbench_groups(net: nn.Module, cfg: Config) -> list[dict]:
+    """airbench's SGD, rewritten for a mean (not summed) loss.
+
+    airbench sums the loss over the batch and states lr and weight decay per 1024 examples,
+    divided by ``1024 * (1 + 1 / (1 - momentum))`` so that Nesterov steps have the scale of the
+    gradients whatever the momentum. With a mean loss the same steps need ``lr * batch_size``;
+    the decay each step applies (``lr * wd``) stays airbench's. BatchNorm shifts learn
+    ``bias_lr_scale`` times faster without more decay. Every parameter, weights and biases
+    alike, is decayed, as in airbench.
+    """
+    kilostep = 1024 * (1 + 1 / (1 - cfg.momentum))
+    lr = cfg.lr / kilostep * cfg.batch_size
+    decay_per_step = cfg.weight_decay * cfg.batch_size / kilostep
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    norm = [p for n, p in named if "norm" in n]
+    other = [p for n, p in named if "norm" not in n]
+    lr_norm = lr * cfg.bias_lr_scale
+    return [{"params": norm, "lr": lr_norm, "weight_decay": decay_per_step / lr_norm},
+            {"params": other, "lr": lr, "weight_decay": decay_per_step / lr}]
+
+
+def triangle(total_steps: int, warmup: float, start: float = 0.2, end: float = 0.07):
+    """airbench's schedule as a multiplier of the peak lr: ``start`` -> 1 over the first
+    ``warmup`` of the steps, then linearly down to ``end``."""
+    up = max(int(total_steps * warmup), 1)
+
+    def factor(step: int) -> float:
+        if step < up:
+            return start + (1 - start) * step / up
+        return 1 + (end - 1) * (step - up) / max(total_steps - up, 1)
+
+    return factor
+
+
 def make_optimizer(net: nn.Module, cfg: Config, steps: int) -> tuple[torch.optim.Optimizer, object]:
-    groups = param_groups(net, cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        opt = torch.optim.SGD(param_groups(net, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     elif cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+        opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    elif cfg.optimizer == "sgd_airbench":
+        opt = torch.optim.SGD(airbench_groups(net, cfg), momentum=cfg.momentum, nesterov=True)
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps,
-                                                pct_start=cfg.warmup, anneal_strategy="linear")
+    if cfg.schedule == "triangle":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, triangle(steps, cfg.warmup))
+    elif cfg.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                    total_steps=steps, pct_start=cfg.warmup,
+                                                    anneal_strategy="linear")
+    else:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}")
     return opt, sched
+
+
+class Lookahead:
+    """airbench's lookahead: every ``every`` steps the float state (weights and BN statistics)
+    moves to an average that trails the net, and the net jumps back onto it. The average's
+    weight on the past grows as ``0.95**5 * (step / total)**3``; at the end the net is the
+    average."""
+
+    def __init__(self, net: nn.Module, total_steps: int, every: int) -> None:
+        self.total, self.every = total_steps, every
+        self.avg = {k: v.detach().clone() for k, v in net.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def step(self, net: nn.Module, step: int) -> None:
+        if step % self.every == 0 or step == self.total:
+            decay = 1.0 if step == self.total else 0.95 ** 5 * (step / self.total) ** 3
+            state = net.state_dict()
+            for k, avg in self.avg.items():
+                avg.lerp_(state[k], 1 - decay)
+                state[k].copy_(avg)
+
+
+def flip_crop(x: torch.Tensor, flip: torch.Tensor | None, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Flip the images marked in ``flip``; reflect-pad by ``pad`` and crop each at a random offset."""
+    if flip is not None:
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    if pad:
+        n, _, h, w = x.shape
+        padded = F.pad(x, (pad,) * 4, mode="reflect")
+        dy, dx = (torch.randint(0, 2 * pad + 1, (2, n), generator=gen))
+        out = torch.empty_like(x)
+        for oy in range(2 * pad + 1):
+            for ox in range(2 * pad + 1):
+                sel = (dy == oy) & (dx == ox)
+                if sel.any():
+                    out[sel] = padded[sel, :, oy:oy + h, ox:ox + w]
+        x = out
+    return x
 
 
 @torch.no_grad()
@@ -126,12 +206,17 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
     seed_everything(cfg.seed)
     train, val = load_data(recipe, cfg, data_dir, download)
     net = nets.build(recipe.arch, **recipe.arch_kwargs).to(memory_format=torch.channels_last)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    opt, sched = make_optimizer(net, cfg, cfg.epochs * steps_per_epoch)
+    per_epoch = len(train) // cfg.batch_size if cfg.drop_last else math.ceil(len(train) / cfg.batch_size)
+    total_steps = math.ceil(cfg.epochs * per_epoch)
     history: list[dict] = []
     start_epoch, train_time = 0, 0.0
     ckpt_path = out_dir / "last.pt"
-    if resume and ckpt_path.exists():
+    resuming = resume and ckpt_path.exists()
+    if hasattr(net, "init_from_data") and not resuming:  # e.g. patch whitening from training images
+        net.init_from_data(to_float_nchw(train.x[:5000]))
+    opt, sched = make_optimizer(net, cfg, total_steps)
+    lookahead = Lookahead(net, total_steps, cfg.lookahead_every) if cfg.lookahead_every else None
+    if resuming:
         state = torch.load(ckpt_path, weights_only=False)
         if state["config"] != asdict(cfg):
             raise SystemExit(f"--resume: {ckpt_path} was trained with a different config; "
@@ -139,23 +224,35 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
         net.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if lookahead:
+            lookahead.avg = state["lookahead"]
         history, start_epoch, train_time = state["history"], state["epoch"], state["train_time_s"]
         print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+    # airbench's flips: a fixed random half of the images, and all of them flipped every other epoch
+    base_flip = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.seed)) < 0.5
 
     log = (out_dir / "log.txt").open("a")
     print(f"{recipe.name}: {nets.count_params(net):,} params, {len(train)} train / {len(val)} val, "
-          f"{cfg.epochs} epochs x {steps_per_epoch} steps", file=log, flush=True)
-    for epoch in range(start_epoch, cfg.epochs):
+          f"{cfg.epochs} epochs = {total_steps} steps of {cfg.batch_size}", file=log, flush=True)
+    n_epochs = math.ceil(cfg.epochs)
+    for epoch in range(start_epoch, n_epochs):
         t0 = time.perf_counter()
         net.train()
+        if cfg.whiten_bias_epochs and hasattr(net, "whiten"):
+            net.whiten.bias.requires_grad_(epoch < cfg.whiten_bias_epochs)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # resumable shuffles
         order = torch.randperm(len(train), generator=gen).numpy()
+        steps = min(per_epoch, total_steps - epoch * per_epoch)
         seen, correct, loss_sum = 0, 0, 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{n_epochs}", leave=False,
                    mininterval=2.0, disable=None)
         for step in bar:
             idx = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            x = random_affine(to_float_nchw(train.x[idx]), cfg, gen).contiguous(memory_format=torch.channels_last)
+            x = random_affine(to_float_nchw(train.x[idx]), cfg, gen)
+            if cfg.flip or cfg.crop_pad:
+                flips = (base_flip[idx] ^ bool(epoch % 2)) if cfg.flip else None
+                x = flip_crop(x, flips, cfg.crop_pad, gen)
+            x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(train.y[idx])
             logits = net(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -163,6 +260,8 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
             loss.backward()
             opt.step()
             sched.step()
+            if lookahead:
+                lookahead.step(net, epoch * per_epoch + step + 1)
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
@@ -170,10 +269,10 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
         train_time += time.perf_counter() - t0
         ev = evaluate(net, val)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "val_loss": ev["loss"], "val_acc": ev["acc"], "lr": sched.get_last_lr()[0],
+               "val_loss": ev["loss"], "val_acc": ev["acc"], "lr": sched.get_last_lr()[-1],
                "epoch_time_s": time.perf_counter() - t0, "train_time_s": train_time}
         history.append(row)
-        line = (f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
+        line = (f"epoch {epoch + 1:3d}/{n_epochs}  train loss {row['train_loss']:.4f} acc "
                 f"{row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
                 f"{row['epoch_time_s']:.1f}s (total {train_time / 60:.1f} min)")
         print(line, flush=True)
@@ -181,6 +280,7 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
         torch.save({"arch": recipe.arch, "arch_kwargs": recipe.arch_kwargs, "recipe": recipe.name,
                     "state_dict": net.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "config": asdict(cfg), "history": history,
+                    "lookahead": lookahead.avg if lookahead else None,
                     "epoch": epoch + 1, "train_time_s": train_time, "machine": machine_info(),
                     "val_confusion": ev["confusion"].tolist()}, ckpt_path)
 

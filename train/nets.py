@@ -135,6 +135,220 @@ class MnistCNN(nn.Module):
         return self.forward_stages(x)[0]
 
 
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def _dirac_conv(c_in: int, c_out: int) -> nn.Conv2d:
+    """3x3 'same' conv, no bias, whose first ``c_in`` filters start as identity (airbench)."""
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:c_in])
+    return conv
+
+
+def _frozen_scale_bn(c: int, momentum: float) -> nn.BatchNorm2d:
+    """airbench's BatchNorm: eps 1e-12, running stats with momentum ``momentum`` (airbench's
+    convention, i.e. torch's 1 - momentum), scale fixed at 1 and only the shift trained."""
+    bn = nn.BatchNorm2d(c, eps=1e-12, momentum=1 - momentum)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+class ConvGroup(nn.Module):
+    """conv -> 2x2 max-pool -> BN -> GELU -> conv -> BN -> GELU (airbench's block)."""
+
+    def __init__(self, c_in: int, c_out: int, bn_momentum: float) -> None:
+        super().__init__()
+        self.conv1 = _dirac_conv(c_in, c_out)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = _frozen_scale_bn(c_out, bn_momentum)
+        self.conv2 = _dirac_conv(c_out, c_out)
+        self.norm2 = _frozen_scale_bn(c_out, bn_momentum)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        return self.act(self.norm2(self.conv2(x)))
+
+
+class CifarResNet(nn.Module):
+    """airbench94 (Keller Jordan, 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU"),
+    ported to fp32 / CPU with device and dtype kept out of the constructor.
+
+    A 2x2 patch-whitening conv (24 filters: the eigenvectors of the training patches' covariance
+    and their negatives, frozen; only its bias trains, for the first epochs), three ConvGroups
+    (64, 256, 256 channels at 31, 15, 7 -> 3 px), a global max-pool and a bias-free linear layer
+    scaled by 1/9. In eval mode ``tta_level`` averages the logits over test-time augmentations
+    inside the graph: 1 = mirror, 2 = mirror and 1-pixel translations (6 views, one batch).
+
+    The head is a global *max* pool + linear, so the gradient of a logit w.r.t. the last map is
+    ``W[c]`` at each channel's maximum: Grad-CAM's channel weights (the spatial mean of that
+    gradient) are ``W[c] / 9`` and the CAM output is exact Grad-CAM up to that constant.
+    """
+
+    cam_stage = "block3"
+    image_size = 32
+
+    def __init__(self, num_classes: int = 10, widths: Sequence[int] = (64, 256, 256),
+                 bn_momentum: float = 0.6, logit_scale: float = 1 / 9, tta_level: int = 2,
+                 whiten_eps: float = 5e-4) -> None:
+        super().__init__()
+        w1, w2, w3 = widths
+        self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
+        self.whiten = nn.Conv2d(3, 24, 2, bias=True)  # 2 * 3 * 2 * 2 channels
+        self.whiten.weight.requires_grad_(False)
+        with torch.no_grad():
+            self.whiten.bias.zero_()
+        self.block1 = ConvGroup(24, w1, bn_momentum)
+        self.block2 = ConvGroup(w1, w2, bn_momentum)
+        self.block3 = ConvGroup(w2, w3, bn_momentum)
+        self.classifier = nn.Linear(w3, num_classes, bias=False)
+        self.logit_scale = logit_scale
+        self.tta_level = tta_level
+        self.whiten_eps = whiten_eps
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Set the whitening filters from training images (float NCHW pixels in [0, 255])."""
+        x = self.normalize(x)
+        c, (h, w) = x.shape[1], self.whiten.weight.shape[2:]
+        patches = x.unfold(2, h, 1).unfold(3, w, 1).transpose(1, 3).reshape(-1, c * h * w).double()
+        cov = patches.T @ patches / len(patches)
+        eigval, eigvec = torch.linalg.eigh(cov)
+        eigval, eigvec = eigval.flip(0), eigvec.T.flip(0).reshape(-1, c, h, w)
+        filters = (eigvec / torch.sqrt(eigval + self.whiten_eps).view(-1, 1, 1, 1)).float()
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+
+    def _stages(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        b1 = self.block1(F.gelu(self.whiten(x)))
+        b2 = self.block2(b1)
+        return OrderedDict(block1=b1, block2=b2, block3=self.block3(b2))
+
+    def _head(self, last: torch.Tensor) -> torch.Tensor:
+        return self.classifier(last.amax(dim=(2, 3))) * self.logit_scale
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._head(self._stages(x)["block3"])
+
+    def _tta_logits(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.tta_level == 1:
+            views = [x, x.flip(-1)]
+        else:
+            s = x.shape[-1]
+            pad = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            shifted = [pad[:, :, :s, :s], pad[:, :, 2:, 2:]]
+            views = [x, x.flip(-1), *(v for t in shifted for v in (t, t.flip(-1)))]
+        logits = self._logits(torch.cat(views)).view(len(views), n, -1)
+        if self.tta_level == 1:
+            return logits.mean(0)
+        return 0.5 * logits[:2].mean(0) + 0.5 * logits[2:].mean(0)  # airbench's weighting
+
+    def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
+        x = self.normalize(x)
+        stages = self._stages(x)
+        if self.training or self.tta_level == 0:
+            return self._head(stages["block3"]), stages
+        return self._tta_logits(x), stages
+
+    def stage_convs(self) -> OrderedDict[str, nn.Conv2d]:
+        return OrderedDict((n, getattr(self, n).conv2) for n in ("block1", "block2", "block3"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(x)[0]
+
+
+class CifarSimple(nn.Module):
+    """The course's seed network, as in the Keras CIFAR-10 example: two blocks of two 3x3 convs
+    (32, 64) with ReLU, 2x2 max pooling and dropout 0.25, then dense 512 + dropout 0.5 and a
+    softmax layer. No batch norm, no augmentation: the baseline the other models improve on."""
+
+    cam_stage = None  # flatten + dense head: no exact class-activation map
+    image_size = 32
+
+    def __init__(self, num_classes: int = 10, width: int = 32, hidden: int = 512) -> None:
+        super().__init__()
+        w = width
+        self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
+        self.block1 = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3), nn.ReLU())
+        self.block2 = nn.Sequential(nn.MaxPool2d(2), nn.Dropout(0.25), nn.Conv2d(w, 2 * w, 3, padding=1),
+                                    nn.ReLU(), nn.Conv2d(2 * w, 2 * w, 3), nn.ReLU())
+        self.head = nn.Sequential(nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+                                  nn.Linear(2 * w * 6 * 6, hidden), nn.ReLU(), nn.Dropout(0.5),
+                                  nn.Linear(hidden, num_classes))
+
+    def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
+        b1 = self.block1(self.normalize(x))
+        b2 = self.block2(b1)
+        return self.head(b2), OrderedDict(block1=b1, block2=b2)
+
+    def stage_convs(self) -> OrderedDict[str, nn.Conv2d]:
+        return OrderedDict(block1=self.block1[2], block2=self.block2[5])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(x)[0]
+
+
+class Inception(nn.Module):
+    """GoogLeNet's inception block (Szegedy et al. 2015): four parallel branches concatenated -
+    1x1; 1x1 -> 3x3; 1x1 -> 3x3 -> 3x3 (the factorised 5x5 of Inception v2); 3x3 max-pool -> 1x1
+    - each conv followed by BN and ReLU."""
+
+    def __init__(self, c_in: int, b1: int, b3: tuple[int, int], b5: tuple[int, int], bp: int) -> None:
+        super().__init__()
+        self.branch1 = conv_bn_relu(c_in, b1, 1)
+        self.branch3 = nn.Sequential(conv_bn_relu(c_in, b3[0], 1), conv_bn_relu(b3[0], b3[1]))
+        self.branch5 = nn.Sequential(conv_bn_relu(c_in, b5[0], 1), conv_bn_relu(b5[0], b5[1]),
+                                     conv_bn_relu(b5[1], b5[1]))
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, 1, 1), conv_bn_relu(c_in, bp, 1))
+        self.out_channels = b1 + b3[1] + b5[1] + bp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], 1)
+
+
+class CifarInception(nn.Module):
+    """A small GoogLeNet for 32x32 inputs: a 3x3 conv stem at 32 px, then inception blocks at
+    16 px (three) and 8 px (two) after max pooling, global average pooling, dropout and one
+    linear layer (no auxiliary classifiers: batch norm makes them unnecessary). The head is
+    GAP + linear, so class-activation maps are exact. An inception stage is a concatenation of
+    branches, so no single filter bank produces it: only the stem's filters are shown."""
+
+    cam_stage = "inception5"
+    image_size = 32
+
+    def __init__(self, num_classes: int = 10, width: int = 16, dropout: float = 0.3) -> None:
+        super().__init__()
+        w = width
+        self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
+        self.stem = conv_bn_relu(3, 3 * w)
+        self.inception3 = nn.Sequential(
+            nn.MaxPool2d(2), Inception(3 * w, 2 * w, (2 * w, 3 * w), (w // 2, w), w))  # 16 px, 7w
+        self.inception4 = nn.Sequential(
+            Inception(7 * w, 3 * w, (3 * w, 4 * w), (w, 2 * w), 2 * w),  # 11w
+            Inception(11 * w, 4 * w, (4 * w, 6 * w), (w, 3 * w), 3 * w))  # 16w
+        self.inception5 = nn.Sequential(
+            nn.MaxPool2d(2), Inception(16 * w, 6 * w, (6 * w, 8 * w), (2 * w, 4 * w), 4 * w),  # 8 px, 22w
+            Inception(22 * w, 6 * w, (6 * w, 8 * w), (2 * w, 4 * w), 4 * w))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(22 * w, num_classes)
+
+    def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
+        stem = self.stem(self.normalize(x))
+        i3 = self.inception3(stem)
+        i4 = self.inception4(i3)
+        i5 = self.inception5(i4)
+        logits = self.classifier(self.dropout(i5.mean(dim=(2, 3))))
+        return logits, OrderedDict(stem=stem, inception3=i3, inception4=i4, inception5=i5)
+
+    def stage_convs(self) -> OrderedDict[str, nn.Conv2d | None]:
+        return OrderedDict(stem=self.stem[0], inception3=None, inception4=None, inception5=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(x)[0]
+
+
 def tf_efficientnet_lite0(num_classes: int = 1000) -> nn.Module:
     """timm's TF-faithful EfficientNet-Lite0 ('same' padding, BN eps 1e-3), uninitialised.
 
@@ -187,6 +401,9 @@ NETS: dict[str, type[nn.Module]] = {
     "lenet5": LeNet5,
     "mnist_cnn": MnistCNN,
     "imagenet_stem": ImageNetStem,
+    "cifar_resnet": CifarResNet,
+    "cifar_simple": CifarSimple,
+    "cifar_inception": CifarInception,
 }
 
 

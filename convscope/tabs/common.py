@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 from convscope.preprocess import MAX_PIXELS
@@ -55,3 +56,9 @@ def missing_notice(problems: dict[str, str]) -> str:
             + "\n".join(lines)
             + "\n\nTo restore a model: `python -m export <name>` (re-exports the shipped checkpoint), "
               "or `git checkout models/`.")
+
+
+def top_k(probs: np.ndarray, labels: list[str], k: int = 3) -> dict[str, float]:
+    """The ``k`` most probable labels, best first (a gr.Label value)."""
+    order = np.argsort(probs)[::-1][:k]
+    return {labels[i]: float(probs[i]) for i in order}

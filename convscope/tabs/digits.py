@@ -18,7 +18,7 @@ from PIL import Image
 from convscope import visualize as viz
 from convscope.preprocess import EmptyInput, InputError, mnist_digit
 from convscope.runtime import Registry, ServedModel
-from convscope.tabs.common import SafeSketchpad, missing_notice
+from convscope.tabs.common import SafeSketchpad, missing_notice, top_k
 
 TAB = "digits"
 EXPECTED = ("mnist_lenet5", "mnist_cnn")  # shown in this order; other digit models follow
@@ -45,11 +45,6 @@ def sketch_image(value: Any) -> Any:
     if isinstance(value, dict):  # an example or upload may arrive as the background only
         return value.get("composite") if value.get("composite") is not None else value.get("background")
     return value
-
-
-def top_k(probs: np.ndarray, labels: list[str], k: int = 3) -> dict[str, float]:
-    order = np.argsort(probs)[::-1][:k]
-    return {labels[i]: float(probs[i]) for i in order}
 
 
 def classify(model: ServedModel, digit28: np.ndarray) -> tuple[np.ndarray, float]:

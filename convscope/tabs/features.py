@@ -23,8 +23,8 @@ from convscope.cards import TABS
 from convscope.preprocess import PREPROCESSORS, EmptyInput, InputError
 from convscope.runtime import Registry, ServedModel
 from convscope.tabs import playground
-from convscope.tabs.common import SafeImage, SafeSketchpad, missing_notice
-from convscope.tabs.digits import sketch_image, top_k
+from convscope.tabs.common import SafeImage, SafeSketchpad, missing_notice, top_k
+from convscope.tabs.digits import sketch_image
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # made by scripts/make_examples.py
 MAX_STAGES = 6  # UI slots; a model's first MAX_STAGES stages are shown
@@ -201,7 +201,9 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
                 fnote = filter_note(w, m_abs, what)
                 ch = gr.update(maximum=max(w.shape[1] - 1, 1), value=0, visible=w.shape[1] > 1 and w.shape[1] != 3)
             else:
-                fimg, fnote, ch = None, "", gr.update(visible=False)
+                fimg, ch = None, gr.update(visible=False)
+                fnote = ("No single filter bank computes this stage: it concatenates parallel branches "
+                         "(an inception block's 1×1, 3×3, factorised 5×5 and pooling paths).")
             stage_updates += [gr.update(visible=True), s["info"], s["grid"], s["legend"], enlarge(ins, s["name"], 0),
                               ch, fnote, fimg]
         seen_img = viz.upscale(ins.image[..., 0] if ins.image.shape[2] == 1 else ins.image, 168)
