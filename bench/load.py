@@ -31,7 +31,7 @@ def rss_mb(pid: int) -> float:
 
 
 def start_app(port: int) -> subprocess.Popen:
-    from bench.digits import wait_up
+    from bench.classifiers import wait_up
 
     env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
@@ -52,6 +52,8 @@ def make_calls(tmp: Path) -> dict:
         "predict_digit": lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(path)},
                                              api_name="/predict_digit"),
         "feature_maps": lambda c: c.predict("mnist_cnn", handle_file(path), api_name="/feature_maps"),
+        "classify_image": lambda c: c.predict(handle_file(str(REPO / "examples" / "photos" / "cat_chelsea.jpg")),
+                                              api_name="/classify_image"),
     }
 
 

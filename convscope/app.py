@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 
 import gradio as gr
+from fastapi import FastAPI
 
+from convscope.rest import MAX_UPLOAD_BYTES, build_rest
 from convscope.runtime import MODELS_DIR, Registry, load_registry
 from convscope.tabs import cifar, digits, features
 from convscope.tabs.common import SafeSketchpad
 
+MAX_FILE_SIZE = MAX_UPLOAD_BYTES  # the UI's upload limit, the same as the REST API's
 TITLE = "ConvScope — see what a CNN does"
 CSS = """
 .cs-notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
@@ -50,9 +53,37 @@ def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = N
     return demo
 
 
-def launch(demo: gr.Blocks, **kwargs) -> None:
-    """Host and port from the environment (Hugging Face Spaces sets GRADIO_SERVER_NAME/PORT)."""
+def serve(demo: gr.Blocks) -> FastAPI:
+    """One ASGI app: the REST API (convscope.rest) with the Gradio UI and its API mounted at "/"."""
+    return gr.mount_gradio_app(build_rest(demo.registry), demo, path="/", max_file_size=MAX_FILE_SIZE,
+                               css=CSS, theme=gr.themes.Soft(), footer_links=["api", "gradio"])
+
+
+def serve_in_background(demo: gr.Blocks, port: int, host: str = "127.0.0.1", timeout: float = 60):
+    """The production server (UI + REST) in a daemon thread, for tests and benchmarks; returns
+    the uvicorn.Server (set ``should_exit = True`` to stop it) once it accepts connections."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(serve(demo), host=host, port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server not up on {host}:{port} after {timeout} s")
+        time.sleep(0.05)
+    return server
+
+
+def launch(demo: gr.Blocks) -> None:
+    """Serve UI and REST on host and port from the environment (Hugging Face Spaces sets
+    GRADIO_SERVER_NAME/PORT)."""
+    import uvicorn
+
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                max_file_size="10mb", css=CSS, theme=gr.themes.Soft(), **kwargs)
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    print(f"ConvScope on http://{host}:{port}/ (REST docs: /api/v1/docs)", flush=True)
+    uvicorn.run(serve(demo), host=host, port=port, log_level="warning")

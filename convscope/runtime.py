@@ -15,11 +15,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from convscope.cards import CardError, ModelCard, find_cards
+from convscope.preprocess import PREPROCESSORS
 
 log = logging.getLogger("convscope")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -68,6 +70,12 @@ class ServedModel:
 
     def probs(self, images: np.ndarray) -> np.ndarray:
         return self.run(["probs"], images)[0]
+
+    def prepare(self, image: Any) -> np.ndarray:
+        """Any image -> the (H, W, C) uint8 input this model expects, by its card's preprocessing
+        policy (raises convscope.preprocess.InputError with a message for the user)."""
+        x = PREPROCESSORS[self.card.input["preprocess"]](image)
+        return x[..., None] if x.ndim == 2 else x
 
 
 @dataclass

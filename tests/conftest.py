@@ -64,14 +64,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def app_url():
-    """The real app (all shipped models) served in-process on a free port."""
-    from convscope.app import CSS, build_app
+    """The real app (all shipped models, UI + REST, as `python app.py` serves it) on a free port."""
+    from convscope.app import build_app, serve_in_background
 
-    demo = build_app()
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
+    server = serve_in_background(build_app(), port)
     yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    server.should_exit = True
 
 
 @pytest.fixture(scope="session")

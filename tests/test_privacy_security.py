@@ -19,11 +19,10 @@ def test_uploads_are_deleted_within_the_configured_window(tmp_path, monkeypatch)
     cache = tmp_path / "gradio-cache"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
     monkeypatch.setenv("CONVSCOPE_CACHE_SECONDS", "2")
-    from convscope.app import build_app
+    from convscope.app import build_app, serve_in_background
 
-    demo = build_app()
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    server = serve_in_background(build_app(), port)
     try:
         img = tmp_path / "secret_digit.png"
         digit_rgb().save(img)
@@ -38,7 +37,7 @@ def test_uploads_are_deleted_within_the_configured_window(tmp_path, monkeypatch)
             time.sleep(0.5)
         assert not any(p.exists() for p in kept), "uploads outlived the 2 s window"
     finally:
-        demo.close()
+        server.should_exit = True
 
 
 GUARD = r"""
@@ -54,12 +53,13 @@ def guarded(self, address):
     return _connect(self, address)
 socket.socket.connect = guarded
 import app
-app.demo.launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), prevent_thread_lock=True, quiet=True)
+from convscope.app import serve_in_background
+server = serve_in_background(app.demo, int(sys.argv[1]))
 import urllib.request, time
-urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/", timeout=30).read()
-urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/gradio_api/info", timeout=30).read()
+for path in ("", "gradio_api/info", "api/v1/models", "api/v1/docs"):
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/{path}", timeout=30).read()
 time.sleep(2)
-app.demo.close()
+server.should_exit = True
 print("ATTEMPTS", attempts)
 """
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from convscope import visualize as viz
 from convscope.cards import TABS
-from convscope.preprocess import PREPROCESSORS, EmptyInput, InputError
+from convscope.preprocess import EmptyInput, InputError
 from convscope.runtime import Registry, ServedModel
 from convscope.tabs import playground
 from convscope.tabs.common import SafeImage, SafeSketchpad, missing_notice, top_k
@@ -43,14 +43,8 @@ class Inspection:
     cam: np.ndarray | None = None  # (classes, h, w)
 
 
-def model_input(model: ServedModel, image: Any) -> np.ndarray:
-    """The card's preprocessing policy applied to any image: (H, W, C) uint8."""
-    x = PREPROCESSORS[model.card.input["preprocess"]](image)
-    return x[..., None] if x.ndim == 2 else x
-
-
 def inspect(model: ServedModel, image: Any) -> Inspection:
-    x = model_input(model, image)
+    x = model.prepare(image)
     names = [o["name"] for o in model.card.outputs]  # everything the tab shows, in one call
     outs = dict(zip(names, model.run(names, x[None]), strict=True))
     stages = {n: outs[n][0] for n in model.card.output_names("feature_map")}

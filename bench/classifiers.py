@@ -1,11 +1,11 @@
-"""Benchmark the Digits tab, side by side in one run (a script, not a test):
+"""Benchmark the classifiers (Digits and CIFAR-10 tabs), side by side in one run (a script, not a test):
 
-1. per digit model, batch-1 latency of ONNX Runtime vs torch eager (same weights, uint8 image in,
+1. per model, batch-1 latency of ONNX Runtime vs torch eager (same weights, uint8 image in,
    probabilities out, 1 thread each, interleaved so both see the same machine load);
-2. the Gradio round trip of ``/predict_digit`` vs the ``/echo`` endpoint (same Sketchpad
-   payload, no preprocessing or model) against ``python app.py`` in its own process.
+2. the Gradio round trip of ``/predict_digit`` and ``/classify_image`` vs the ``/echo`` endpoint
+   (the same file uploaded, no preprocessing or model) against ``python app.py`` in its own process.
 
-    python -m bench.digits [--runs 300] [--requests 60] [--json bench/results/digits.json]
+    python -m bench.classifiers [--runs 300] [--requests 60] [--json bench/results/classifiers.json]
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ def bench_models(runs: int) -> list[dict]:
 
     torch.set_num_threads(1)
     rows = []
-    for m in load_registry().for_tab("digits"):
+    reg = load_registry()
+    for m in [*reg.for_tab("digits"), *reg.for_tab("cifar10")]:
         ckpt = torch.load(REPO / "checkpoints" / f"{m.name}.pt", map_location="cpu", weights_only=False)
         net = nets.from_checkpoint(ckpt)
 
         def torch_probs(x: torch.Tensor, net: torch.nn.Module = net) -> torch.Tensor:  # = ORT fetching "probs"
             return torch.softmax(net(x.permute(0, 3, 1, 2).float()), dim=1)
-        x = np.random.default_rng(0).integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
+        x = np.random.default_rng(0).integers(0, 256, (1, *m.card.input["shape"][1:]), dtype=np.uint8)
         xt = torch.from_numpy(x.copy())
         sess = m.session  # 1 intra-op thread (CONVSCOPE_ORT_THREADS default)
         t_ort, t_torch = [], []
@@ -83,6 +84,9 @@ def bench_roundtrip(requests: int) -> dict:
     from gradio_client import Client, handle_file
     from PIL import Image, ImageDraw
 
+    def sketch(p: Path) -> dict:
+        return {"background": None, "layers": [], "composite": handle_file(str(p))}
+
     sys.path.insert(0, str(REPO / "tests"))
     port = 7900 + os.getpid() % 90
     env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -95,21 +99,29 @@ def bench_roundtrip(requests: int) -> dict:
         path = Path(f"/tmp/convscope-bench-{os.getpid()}.png")
         img.save(path)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        value = {"background": None, "layers": [], "composite": handle_file(str(path))}
-        for _ in range(5):
-            client.predict(value, api_name="/predict_digit")
-            client.predict(value, api_name="/echo")
-        t_pred, t_echo = [], []
-        for _ in range(requests):
-            t = time.perf_counter()
-            client.predict(value, api_name="/predict_digit")
-            t_pred.append((time.perf_counter() - t) * 1e3)
-            t = time.perf_counter()
-            client.predict(value, api_name="/echo")
-            t_echo.append((time.perf_counter() - t) * 1e3)
-        p, e = stats(t_pred), stats(t_echo)
-        return {"startup_to_http_s": up, "predict_digit": p, "echo": e,
-                "model_and_preprocessing_ms": p["median_ms"] - e["median_ms"]}
+        photo = REPO / "examples" / "photos" / "cat_chelsea.jpg"
+        calls = {  # endpoint -> (call, the echo of the same upload)
+            "predict_digit": (lambda: client.predict(sketch(path), api_name="/predict_digit"),
+                              lambda: client.predict(sketch(path), api_name="/echo")),
+            "classify_image": (lambda: client.predict(handle_file(str(photo)), api_name="/classify_image"),
+                               lambda: client.predict(sketch(photo), api_name="/echo")),
+        }
+        out = {"startup_to_http_s": up}
+        for name, (call, echo) in calls.items():
+            for _ in range(5):
+                call()
+                echo()
+            t_call, t_echo = [], []
+            for _ in range(requests):
+                t = time.perf_counter()
+                call()
+                t_call.append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
+                echo()
+                t_echo.append((time.perf_counter() - t) * 1e3)
+            c, e = stats(t_call), stats(t_echo)
+            out[name] = {"endpoint": c, "echo": e, "model_and_preprocessing_ms": c["median_ms"] - e["median_ms"]}
+        return out
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -119,7 +131,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=300, help="timed inferences per model and runtime")
     ap.add_argument("--requests", type=int, default=60, help="timed requests per endpoint")
-    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "digits.json"))
+    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "classifiers.json"))
     args = ap.parse_args()
 
     import onnxruntime
@@ -129,18 +141,18 @@ def main() -> None:
     rt = bench_roundtrip(args.requests)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; 1 thread each\n")
-    print(f"{'model':<14} {'ORT median':>11} {'ORT p90':>9} {'torch median':>13} {'torch p90':>10} "
+    print(f"{'model':<16} {'ORT median':>11} {'ORT p90':>9} {'torch median':>13} {'torch p90':>10} "
           f"{'ORT speed-up':>13}")
     for r in models:
-        print(f"{r['model']:<14} {r['ort']['median_ms']:>9.3f}ms {r['ort']['p90_ms']:>7.3f}ms "
+        print(f"{r['model']:<16} {r['ort']['median_ms']:>9.3f}ms {r['ort']['p90_ms']:>7.3f}ms "
               f"{r['torch_eager']['median_ms']:>11.3f}ms {r['torch_eager']['p90_ms']:>8.3f}ms {r['speedup']:>12.1f}x")
     print(f"\nGradio round trip over {args.requests} requests each (app in its own process, "
           f"HTTP up {rt['startup_to_http_s']:.1f}s after start):")
-    for name in ("predict_digit", "echo"):
-        s = rt[name]
-        print(f"  /{name:<14} median {s['median_ms']:7.1f} ms   p90 {s['p90_ms']:7.1f} ms")
-    print(f"  preprocessing + model add {rt['model_and_preprocessing_ms']:.1f} ms to the round trip "
-          "(difference of medians)")
+    for name in ("predict_digit", "classify_image"):
+        r = rt[name]
+        print(f"  /{name:<15} median {r['endpoint']['median_ms']:7.1f} ms   p90 {r['endpoint']['p90_ms']:7.1f} ms"
+              f"   (/echo of the same upload: median {r['echo']['median_ms']:.1f} ms)"
+              f"   -> preprocessing + model add {r['model_and_preprocessing_ms']:.1f} ms")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"models": models, "roundtrip": rt, "when": time.strftime("%Y-%m-%d %H:%M")}, indent=1))
