@@ -51,6 +51,9 @@ class ModelCard:
     parity: dict  # max |torch - onnxruntime| per output on random and real inputs
     artifacts: dict = field(default_factory=dict)  # figure files beside the card
     layers: list[dict] = field(default_factory=list)  # per-node table from the ONNX graph (export.graph_table)
+    # other precisions of the same model, e.g. {"int8": {file, sha256, accuracy, accuracy_drop_pp, latency,
+    # shipped, ...}} measured like the main file (export.quantize); a variant that failed its bound has no file
+    variants: dict = field(default_factory=dict)
     sha256: str = ""  # of ``file``; empty only inside the ONNX metadata copy
     schema: int = SCHEMA_VERSION
 
@@ -60,7 +63,7 @@ class ModelCard:
             raise CardError("card is not a JSON object")
         names = {f.name for f in fields(cls)}
         missing = sorted(f.name for f in fields(cls) if f.name not in d
-                         and f.name not in ("artifacts", "layers", "sha256", "schema"))
+                         and f.name not in ("artifacts", "layers", "variants", "sha256", "schema"))
         if missing:
             raise CardError(f"card is missing {', '.join(missing)}")
         card = cls(**{k: v for k, v in d.items() if k in names})
@@ -108,16 +111,22 @@ class ModelCard:
     def output_names(self, kind: str) -> list[str]:
         return [o["name"] for o in self.outputs if o["kind"] == kind]
 
-    def verify_file(self, models_dir: Path) -> Path:
-        """Path of the model file, after checking it exists and matches ``sha256``."""
-        path = models_dir / self.file
+    def verify_file(self, models_dir: Path, precision: str | None = None) -> Path:
+        """Path of the model file (or of a variant's), after checking it exists and matches its sha256."""
+        file, sha = (self.file, self.sha256) if precision is None else \
+            (self.variants[precision]["file"], self.variants[precision]["sha256"])
+        path = models_dir / file
         if not path.exists():
-            raise CardError(f"model file {self.file} is missing")
+            raise CardError(f"model file {file} is missing")
         digest = sha256_file(path)
-        if digest != self.sha256:
-            raise CardError(f"{self.file} does not match its card (sha256 {digest[:12]}… "
-                            f"!= {self.sha256[:12]}…): re-export, or restore the file")
+        if digest != sha:
+            raise CardError(f"{file} does not match its card (sha256 {digest[:12]}… "
+                            f"!= {sha[:12]}…): re-export, or restore the file")
         return path
+
+    def shipped_variants(self) -> list[str]:
+        """Precisions besides the main file that passed their accuracy bound and ship a file."""
+        return [k for k, v in self.variants.items() if v.get("shipped") and v.get("file")]
 
 
 def sha256_file(path: str | Path) -> str:

@@ -1,7 +1,8 @@
 """The REST API beside the UI, in the same server: plain HTTP + JSON for scripts and services.
 
     GET  /api/v1/models               every served model's card, plus the provider it runs on
-    POST /api/v1/predict/{model}      multipart field ``image`` -> {model, label, probabilities, latency_ms}
+    POST /api/v1/predict/{model}      multipart field ``image`` [?precision=int8]
+                                      -> {model, precision, label, probabilities, latency_ms}
     GET  /api/v1/docs                 OpenAPI docs (schema at /api/v1/openapi.json)
 
 Errors are JSON ``{"detail": reason}`` with a 4xx status: 404 unknown model, 400 a model that
@@ -20,7 +21,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from convscope.preprocess import MAX_PIXELS, InputError
-from convscope.runtime import Registry
+from convscope.runtime import MAIN_PRECISION, Registry
 
 API = "/api/v1"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # as the UI's max_file_size
@@ -29,6 +30,7 @@ ImageFile = Annotated[UploadFile, File(description="an image file (multipart fie
 
 class Prediction(BaseModel):
     model: str
+    precision: str  # which file answered: "fp32", or a shipped variant such as "int8"
     label: str
     probabilities: dict[str, float]  # every class, most probable first
     latency_ms: float  # decoding, preprocessing and inference on the server
@@ -76,10 +78,12 @@ def build_rest(registry: Registry) -> FastAPI:
                          404: {"description": "unknown model"}, 413: {"description": "file or image too large"},
                          415: {"description": "not a readable image"},
                          422: {"description": "an image the model cannot use, e.g. a blank canvas"}})
-    def predict(model: str, image: ImageFile) -> Prediction:
+    def predict(model: str, image: ImageFile, precision: str = MAIN_PRECISION) -> Prediction:
         m = registry.models.get(model)
         if m is None:
             raise HTTPException(404, f"Unknown model {model!r}; known: {sorted(registry.models)}.")
+        if precision not in m.precisions:
+            raise HTTPException(400, f"{model} ships {m.precisions}, not {precision!r}.")
         if not m.card.output_names("probs"):
             raise HTTPException(400, f"{model} is a feature extractor, not a classifier.")
         data = read_upload(image)
@@ -89,10 +93,10 @@ def build_rest(registry: Registry) -> FastAPI:
             x = m.prepare(img)
         except InputError as e:
             raise HTTPException(422, str(e)) from None
-        probs = m.probs(x[None])[0]
+        probs = m.probs(x[None], precision)[0]
         order = probs.argsort()[::-1]
         labels = m.card.labels
-        return Prediction(model=model, label=labels[order[0]],
+        return Prediction(model=model, precision=precision, label=labels[order[0]],
                           probabilities={labels[i]: float(probs[i]) for i in order},
                           latency_ms=(time.perf_counter() - t) * 1e3)
 

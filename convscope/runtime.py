@@ -51,10 +51,14 @@ def make_session(path: str | Path, threads: int | None = None) -> ort.InferenceS
     return ort.InferenceSession(str(path), session_options(threads), providers=[CPU])
 
 
+MAIN_PRECISION = "fp32"
+
+
 @dataclass
 class ServedModel:
     card: ModelCard
     session: ort.InferenceSession
+    variants: dict[str, ort.InferenceSession] = field(default_factory=dict)  # e.g. {"int8": session}
 
     @property
     def name(self) -> str:
@@ -64,12 +68,17 @@ class ServedModel:
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
-    def run(self, outputs: list[str], images: np.ndarray) -> list[np.ndarray]:
-        """Run on uint8 NHWC ``images`` (a batch), fetching only the named ``outputs``."""
-        return self.session.run(outputs, {self.card.input["name"]: images})
+    @property
+    def precisions(self) -> list[str]:
+        return [MAIN_PRECISION, *self.variants]
 
-    def probs(self, images: np.ndarray) -> np.ndarray:
-        return self.run(["probs"], images)[0]
+    def run(self, outputs: list[str], images: np.ndarray, precision: str = MAIN_PRECISION) -> list[np.ndarray]:
+        """Run on uint8 NHWC ``images`` (a batch), fetching only the named ``outputs``."""
+        sess = self.session if precision == MAIN_PRECISION else self.variants[precision]
+        return sess.run(outputs, {self.card.input["name"]: images})
+
+    def probs(self, images: np.ndarray, precision: str = MAIN_PRECISION) -> np.ndarray:
+        return self.run(["probs"], images, precision)[0]
 
     def prepare(self, image: Any) -> np.ndarray:
         """Any image -> the (H, W, C) uint8 input this model expects, by its card's preprocessing
@@ -91,7 +100,7 @@ class Registry:
 
     def broken_for_tab(self, expected: tuple[str, ...]) -> dict[str, str]:
         """Why each model a tab expects is unavailable (a broken card may not even say its tab)."""
-        out = {k: v for k, v in self.broken.items() if k in expected}
+        out = {k: v for k, v in self.broken.items() if k.split(".")[0] in expected}  # "name" or "name.int8"
         for name in expected:
             if name not in self.models and name not in out:
                 out[name] = f"no card models/{name}.json"
@@ -114,8 +123,14 @@ def load_registry(models_dir: str | Path = MODELS_DIR) -> Registry:
             want = {o["name"] for o in card.outputs}
             if not want <= got:
                 raise CardError(f"{card.file} lacks outputs {sorted(want - got)} named in its card")
-            reg.models[card.name] = ServedModel(card, sess)
+            model = reg.models[card.name] = ServedModel(card, sess)
             log.info("loaded %s on %s", card.name, sess.get_providers()[0])
+            for precision in card.shipped_variants():
+                try:  # a broken variant disables only itself
+                    model.variants[precision] = make_session(card.verify_file(models_dir, precision))
+                except Exception as e:
+                    reg.broken[f"{card.name}.{precision}"] = str(e) if isinstance(e, CardError) else repr(e)
+                    log.warning("variant %s.%s disabled: %s", card.name, precision, e)
         except Exception as e:
             reg.broken[card_path.stem] = str(e) if isinstance(e, CardError) else f"{type(e).__name__}: {e}"
             log.warning("model %s disabled: %s", card_path.stem, reg.broken[card_path.stem])

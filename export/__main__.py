@@ -27,10 +27,11 @@ from convscope.metrics import classification_metrics, predict_probs
 from convscope.runtime import make_session
 from export.fit_analysis import fit_analysis
 from export.onnx_export import check_parity, count_flops, describe_outputs, export_onnx, latency_ms
+from export.quantize import CALIBRATION_IMAGES, MAX_DROP_PP, quantize_int8
 from export.reference import REFERENCES, export_imagenet_stem
 from export.wrap import ExportWrapper
 from train import nets, plots
-from train.datasets import INPUT_SPECS, load_split, synthetic_split
+from train.datasets import INPUT_SPECS, load_split, split_train_val, synthetic_split
 from train.recipes import RECIPES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def resolve_checkpoint(target: str) -> Path:
 
 
 def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path, metrics: dict,
-               parity: dict, latency: dict, opset: int, artifacts: dict) -> ModelCard:
+               parity: dict, latency: dict, opset: int, artifacts: dict, variants: dict) -> ModelCard:
     spec = INPUT_SPECS[recipe.dataset]
     c, h, w = wrapper.input_chw()
     outputs, layers = describe_outputs(wrapper, onnx_path)
@@ -81,8 +82,34 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
         versions={"torch": torch.__version__, "onnx": onnx.__version__,
                   "onnxruntime": onnxruntime.__version__, "opset": opset},
         data_sources=[spec["data_source"]], limitations=list(recipe.limitations),
-        parity=parity, artifacts=artifacts | {"latency": latency}, layers=layers,
+        parity=parity, artifacts=artifacts | {"latency": latency}, layers=layers, variants=variants,
     )
+
+
+def int8_variant(recipe, fp32_path: Path, out_path: Path, fp32_metrics: dict, test, calibration: np.ndarray) -> dict:
+    """Quantize, then measure the INT8 file exactly as the fp32 one; ship it only within the bound."""
+    info = quantize_int8(fp32_path, out_path, calibration)
+    model = info.pop("model")
+    onnx.helper.set_model_props(model, {"convscope_variant_of": recipe.name, "precision": "int8"})
+    onnx.save(model, out_path)
+    m = classification_metrics(predict_probs(make_session(out_path, threads=2), test.x), test.y, test.labels,
+                               recipe.reject_below)
+    drop = 100 * (fp32_metrics["accuracy"] - m["accuracy"])
+    shipped = drop <= MAX_DROP_PP
+    return {**info, "accuracy": m["accuracy"], "errors": m["errors"], "per_class_accuracy": m["per_class_accuracy"],
+            "accuracy_drop_pp": round(drop, 4), "latency": latency_ms(out_path, test.x), "shipped": shipped,
+            "file": f"{recipe.name}.int8.onnx" if shipped else None,
+            "sha256": sha256_file(out_path) if shipped else None,
+            "measured_with": fp32_metrics["measured_with"]}
+
+
+def calibration_images(recipe, data_dir: str | None, smoke: bool) -> np.ndarray:
+    """CALIBRATION_IMAGES random images of the recipe's training split (never validation or test)."""
+    cfg = recipe.config
+    full = synthetic_split(recipe.dataset, 256, seed=2) if smoke else load_split(recipe.dataset, "train", data_dir)
+    train, _ = split_train_val(full, 0 if smoke else cfg.val_size, cfg.seed)
+    pick = np.random.default_rng(cfg.seed).choice(len(train), min(CALIBRATION_IMAGES, len(train)), replace=False)
+    return train.x[np.sort(pick)]
 
 
 def measure_without_tta(ckpt: dict, test, tmp: Path, reject_below: float) -> dict:
@@ -137,6 +164,11 @@ def main(argv: list[str] | None = None) -> ModelCard:
         lat = latency_ms(tmp_path, test.x)
         if getattr(net, "tta_level", 0):  # the card also reports the net without its TTA views
             metrics["without_tta"] = measure_without_tta(ckpt, test, Path(tmp), recipe.reject_below)
+        variants = {}
+        int8_tmp = Path(tmp) / f"{recipe.name}.int8.onnx"
+        if recipe.int8:
+            variants["int8"] = int8_variant(recipe, tmp_path, int8_tmp, metrics, test,
+                                            calibration_images(recipe, args.data_dir, args.smoke))
         graph_bytes = model.graph.SerializeToString()
 
         stem = models_dir / recipe.name
@@ -152,10 +184,15 @@ def main(argv: list[str] | None = None) -> ModelCard:
         artifacts["confusion"] = f"{recipe.name}.confusion.png"
 
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-        card = build_card(recipe, ckpt, net, wrapper, tmp_path, metrics, parity, lat, opset, artifacts)
+        card = build_card(recipe, ckpt, net, wrapper, tmp_path, metrics, parity, lat, opset, artifacts, variants)
         # Embed the card, then prove the shipped graph is the one just measured.
         onnx.helper.set_model_props(model, {METADATA_KEY: card.metadata_json()})
         onnx.save(model, f"{stem}.onnx")
+        int8_path = Path(f"{stem}.int8.onnx")
+        if variants.get("int8", {}).get("shipped"):
+            shutil.copy(int8_tmp, int8_path)
+        else:
+            int8_path.unlink(missing_ok=True)  # never leave a stale variant the card does not vouch for
     shipped = onnx.load(f"{stem}.onnx")
     assert shipped.graph.SerializeToString() == graph_bytes, "shipped graph differs from the measured one"
     card.sha256 = sha256_file(f"{stem}.onnx")
@@ -168,7 +205,9 @@ def main(argv: list[str] | None = None) -> ModelCard:
     print(json.dumps({"model": f"{stem}.onnx", "accuracy": card.metrics["accuracy"],
                       "n": card.metrics["n"], "parity_max_abs_diff": parity["max_abs_diff"],
                       "params": card.params, "flops": card.flops,
-                      "latency_ms_b1": round(lat["median_ms"], 3)}, indent=1))
+                      "latency_ms_b1": round(lat["median_ms"], 3),
+                      **({"int8_accuracy": card.variants["int8"]["accuracy"],
+                          "int8_shipped": card.variants["int8"]["shipped"]} if card.variants else {})}, indent=1))
     return card
 
 

@@ -33,3 +33,13 @@ def test_cifar_models_on_cifar10_test(card, cifar_test):
     assert m["errors"] == card.metrics["errors"]
     assert m["per_class_accuracy"] == card.metrics["per_class_accuracy"]
     assert m["accuracy"] >= TARGETS[card.name]
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("card", [c for c in card_params("cifar10") if c.values[0].shipped_variants()])
+def test_shipped_int8_files_keep_their_accuracy(card, cifar_test):
+    v = card.variants["int8"]
+    probs = predict_probs(make_session(MODELS_DIR / v["file"], threads=2), cifar_test.x)
+    m = classification_metrics(probs, cifar_test.y, cifar_test.labels)
+    assert m["errors"] == v["errors"]
+    assert 100 * (card.metrics["accuracy"] - m["accuracy"]) <= v["max_drop_pp"] == 0.3

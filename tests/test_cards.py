@@ -70,3 +70,18 @@ def test_bad_cards_are_refused(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
     with pytest.raises(CardError, match="cannot read"):
         ModelCard.load(tmp_path / "x.json")
+
+
+@pytest.mark.parametrize("card", [c for c in card_params() if c.values[0].variants])
+def test_variants_are_measured_and_shipped_only_within_their_bound(card):
+    for precision, v in card.variants.items():
+        assert v["measured_with"].startswith("onnxruntime") and 0 < v["accuracy"] <= 1
+        assert v["shipped"] == (v["accuracy_drop_pp"] <= v["max_drop_pp"])
+        assert v["calibration_split"].startswith("training")
+        if v["shipped"]:
+            assert sha256_file(MODELS_DIR / v["file"]) == v["sha256"]
+            sess = ort.InferenceSession(str(MODELS_DIR / v["file"]), providers=["CPUExecutionProvider"])
+            assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(MODELS_DIR / v["file"])).graph.node)
+            assert {o.name for o in sess.get_outputs()} >= set(card.output_names("probs")), precision
+        else:
+            assert not (MODELS_DIR / f"{card.name}.{precision}.onnx").exists()

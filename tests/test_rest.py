@@ -38,7 +38,8 @@ def test_predict_contract(http, client, model):
     r = predict(http, model, path.read_bytes(), path.name)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"model", "label", "probabilities", "latency_ms"} and body["model"] == model
+    assert set(body) == {"model", "precision", "label", "probabilities", "latency_ms"} and body["model"] == model
+    assert body["precision"] == "fp32"
     probs = list(body["probabilities"].values())
     assert list(body["probabilities"]) == sorted(body["probabilities"], key=body["probabilities"].get, reverse=True)
     assert set(body["probabilities"]) == set(card.labels) and body["label"] == next(iter(body["probabilities"]))
@@ -107,3 +108,11 @@ def test_models_report_their_real_provider(http):
 
     for card in http.get("models").json():
         assert card["provider"] in ort.get_available_providers()
+
+
+@pytest.mark.parametrize("card", [c for c in CARDS if c.shipped_variants()], ids=lambda c: c.name)
+def test_int8_variant_answers_and_unknown_precision_is_refused(http, card):
+    r = http.post(f"predict/{card.name}", params={"precision": "int8"}, files={"image": ("c.jpg", CAT.read_bytes())})
+    assert r.status_code == 200 and r.json()["precision"] == "int8"
+    r = http.post(f"predict/{card.name}", params={"precision": "fp4"}, files={"image": ("c.jpg", CAT.read_bytes())})
+    assert r.status_code == 400 and "fp4" in r.json()["detail"]

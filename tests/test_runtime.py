@@ -15,8 +15,7 @@ from tests.conftest import CARDS
 
 @pytest.fixture
 def models_copy(tmp_path):
-    for f in MODELS_DIR.iterdir():
-        shutil.copy(f, tmp_path / f.name)
+    shutil.copytree(MODELS_DIR, tmp_path, dirs_exist_ok=True)
     return tmp_path
 
 
@@ -35,6 +34,18 @@ def test_tampered_file_disables_only_its_model(models_copy):
     reg = load_registry(models_copy)
     assert "mnist_lenet5" not in reg.models and "mnist_cnn" in reg.models
     assert "does not match its card" in reg.broken["mnist_lenet5"]
+
+
+@pytest.mark.parametrize("card", [c for c in CARDS if c.shipped_variants()], ids=lambda c: c.name)
+def test_tampered_int8_file_disables_only_that_variant(models_copy, card):
+    victim = models_copy / card.variants["int8"]["file"]
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    reg = load_registry(models_copy)
+    assert reg.models[card.name].precisions == ["fp32"]  # the fp32 model still serves
+    assert "does not match its card" in reg.broken[f"{card.name}.int8"]
+    assert f"{card.name}.int8" in reg.broken_for_tab((card.name,))
 
 
 @pytest.mark.parametrize("damage", ["delete_onnx", "bad_json", "wrong_labels"])

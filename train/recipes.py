@@ -47,6 +47,7 @@ class Recipe:
     arch_kwargs: dict = field(default_factory=dict)
     description: str = ""
     reject_below: float = 0.5  # app: top-1 probability under which the answer is "not a digit"
+    int8: bool = False  # export also tries an INT8 variant (export.quantize), shipped if accurate enough
     limitations: tuple[str, ...] = ()
 
 
@@ -110,6 +111,7 @@ RECIPES: dict[str, Recipe] = {
                           whiten_bias_epochs=3, lookahead_every=5, drop_last=True, label_smoothing=0.2,
                           flip=True, crop_pad=2, val_size=1000),
             reject_below=0.4,
+            int8=True,
             limitations=_CIFAR_LIMITS,
         ),
         Recipe(
@@ -124,6 +126,7 @@ RECIPES: dict[str, Recipe] = {
             config=Config(epochs=12, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.0,
                           warmup=0.1),
             reject_below=0.4,
+            int8=True,
             limitations=_CIFAR_LIMITS,
         ),
         Recipe(
@@ -139,6 +142,7 @@ RECIPES: dict[str, Recipe] = {
             config=Config(epochs=10, batch_size=128, lr=0.2, momentum=0.9, weight_decay=5e-4,
                           label_smoothing=0.1, flip=True, crop_pad=4),
             reject_below=0.4,
+            int8=True,
             limitations=_CIFAR_LIMITS,
         ),
     ]

@@ -21,7 +21,7 @@ from PIL import Image
 from convscope import visualize as viz
 from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, cifar_photo
-from convscope.runtime import Registry, ServedModel
+from convscope.runtime import MAIN_PRECISION, Registry, ServedModel
 from convscope.tabs.common import SafeImage, missing_notice, top_k
 
 TAB = "cifar10"
@@ -34,20 +34,43 @@ POLICY = ("The model sees the **centred square** of your photo shrunk to **32×3
 EMPTY_MESSAGE = "📷 **Upload, snap or paste a photo**, or pick an example below."
 
 
-def classify(model: ServedModel, image32: np.ndarray) -> tuple[np.ndarray, float]:
+def classify(model: ServedModel, image32: np.ndarray, precision: str = MAIN_PRECISION) -> tuple[np.ndarray, float]:
     """Probabilities for one 32x32 RGB uint8 image, and the model's own time in ms."""
     t = time.perf_counter()
-    probs = model.probs(image32[None])[0]
+    probs = model.probs(image32[None], precision)[0]
     return probs, (time.perf_counter() - t) * 1e3
 
 
-def verdict(model: ServedModel, probs: np.ndarray, ms: float) -> str:
+def precision_for(model: ServedModel, wanted: str) -> tuple[str, str]:
+    """The precision to run (the wanted one if this model ships it) and a note when it does not."""
+    if wanted in model.precisions:
+        return wanted, ""
+    return MAIN_PRECISION, f" ({wanted.upper()} is not shipped for this model: running {MAIN_PRECISION.upper()})"
+
+
+def verdict(model: ServedModel, probs: np.ndarray, ms: float, precision: str = MAIN_PRECISION) -> str:
     labels, threshold = model.card.labels, model.card.calibration["reject_below"]
     best = int(probs.argmax())
+    timing = f"{ms:.1f} ms, {precision.upper()}"
     if probs[best] < threshold:
         return (f"🤔 **Maybe none of these 10 classes.** Best guess *{labels[best]}* at {probs[best]:.0%}, "
-                f"under this model's {threshold:.0%} threshold · {ms:.1f} ms")
-    return f"Looks like a **{labels[best]}** ({probs[best]:.1%}) · {ms:.1f} ms"
+                f"under this model's {threshold:.0%} threshold · {timing}")
+    return f"Looks like a **{labels[best]}** ({probs[best]:.1%}) · {timing}"
+
+
+def precision_note(models: list[ServedModel]) -> str:
+    """What INT8 costs and buys, per model, from the cards."""
+    lines = []
+    for m in models:
+        v = m.card.variants.get("int8")
+        if not v:
+            continue
+        fp32_ms, int8_ms = m.card.artifacts["latency"]["median_ms"], v["latency"]["median_ms"]
+        status = "shipped" if v["shipped"] else f"not shipped (bound: ≤{v['max_drop_pp']} points)"
+        lines.append(f"- {m.card.title}: INT8 {v['accuracy']:.2%} vs FP32 {m.card.metrics['accuracy']:.2%} "
+                     f"({v['accuracy_drop_pp']:+.2f} points lost), {fp32_ms:.1f} → {int8_ms:.1f} ms · {status}")
+    return "**INT8** (static quantization, calibrated on training images), measured on the test set:\n" + \
+        "\n".join(lines) if lines else ""
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -97,13 +120,19 @@ def build(registry: Registry) -> None:
             photo = SafeImage(label="Your photo", elem_id="cifar-photo", type="pil", image_mode=None,
                               sources=["upload", "webcam", "clipboard"], height=320)
             model_dd = gr.Dropdown(choices, value=default, label="Model", elem_id="cifar-model")
+            precisions = sorted({p for m in models for p in m.precisions}, key=lambda p: p != MAIN_PRECISION)
+            precision = gr.Radio(precisions, value=MAIN_PRECISION, label="Precision", elem_id="cifar-precision",
+                                 visible=len(precisions) > 1)
+            note = precision_note(models)
+            if note:
+                gr.Markdown(note)
         with gr.Column(scale=2, min_width=240):
             seen = gr.Image(label="What the model sees (32×32)", elem_id="cifar-seen", height=PREVIEW_SIDE + 40,
                             interactive=False, buttons=[], format="png")
             label = gr.Label(num_top_classes=3, label="Top 3", elem_id="cifar-label")
             status = gr.Markdown(EMPTY_MESSAGE, elem_id="cifar-status")
 
-    def run(value: Any, name: str) -> list:
+    def run(value: Any, name: str, wanted: str = MAIN_PRECISION) -> list:
         try:
             image32 = cifar_photo(value)
         except EmptyInput:
@@ -111,8 +140,10 @@ def build(registry: Registry) -> None:
         except InputError as e:
             return [None, None, f"⚠️ {e}"]
         m = by_name.get(name) or by_name[default]
-        probs, ms = classify(m, image32)
-        return [viz.served(viz.upscale(image32, PREVIEW_SIDE)), top_k(probs, m.card.labels), verdict(m, probs, ms)]
+        prec, fallback = precision_for(m, wanted or MAIN_PRECISION)
+        probs, ms = classify(m, image32, prec)
+        return [viz.served(viz.upscale(image32, PREVIEW_SIDE)), top_k(probs, m.card.labels),
+                verdict(m, probs, ms, prec) + fallback]
 
     outputs = [seen, label, status]
     photos = sorted(PHOTOS.glob("*.jpg"))
@@ -120,8 +151,8 @@ def build(registry: Registry) -> None:
         gr.Examples([[str(p), default] for p in photos], inputs=[photo, model_dd], outputs=outputs, fn=run,
                     cache_examples=True, cache_mode="lazy", label="Example photos (none from CIFAR; "
                     "sources and licenses in examples/photos/SOURCES.md)", elem_id="cifar-examples")
-    for trigger in (photo.change, model_dd.change):
-        trigger(run, [photo, model_dd], outputs, show_progress="hidden", trigger_mode="always_last",
+    for trigger in (photo.change, model_dd.change, precision.change):
+        trigger(run, [photo, model_dd, precision], outputs, show_progress="hidden", trigger_mode="always_last",
                 api_visibility="private")
 
     with gr.Accordion("Compare the models", open=False, elem_id="cifar-compare"):
@@ -141,23 +172,29 @@ def build(registry: Registry) -> None:
         if analyses:
             gr.Markdown("\n\n".join(analyses))
 
-    def classify_image(image: Image.Image | None, model: str = default) -> dict[str, float]:
+    def classify_image(image: Image.Image | None, model: str = default,
+                       precision: str = MAIN_PRECISION) -> dict[str, float]:
         """Top-3 CIFAR-10 class probabilities for a photo (any size; centred square, 32x32).
 
-        Raises a clear error for a missing, unreadable, too small or too large image, or an unknown
-        model. Below the card's calibration.reject_below the photo may show none of the classes.
+        Raises a clear error for a missing, unreadable, too small or too large image, an unknown
+        model, or a precision the model does not ship. Below the card's calibration.reject_below the
+        photo may show none of the classes.
         """
         if model not in by_name:
             raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(by_name)}.")
+        if precision not in by_name[model].precisions:
+            raise gr.Error(f"{model} ships {by_name[model].precisions}, not {precision!r}.")
         try:
             image32 = cifar_photo(image)
         except EmptyInput:
             raise gr.Error("No image was given.") from None
         except InputError as e:
             raise gr.Error(str(e)) from None
-        return top_k(classify(by_name[model], image32)[0], by_name[model].card.labels)
+        return top_k(classify(by_name[model], image32, precision)[0], by_name[model].card.labels)
 
     api_image = SafeImage(visible=False, type="pil", image_mode=None, label="image")  # mode kept for preprocess
     api_model = gr.Dropdown(sorted(by_name), value=default, visible=False, label="model")
+    api_precision = gr.Textbox(MAIN_PRECISION, visible=False, label="precision")
     api_out = gr.Label(num_top_classes=3, visible=False)
-    gr.Button(visible=False).click(classify_image, [api_image, api_model], api_out, api_name="classify_image")
+    gr.Button(visible=False).click(classify_image, [api_image, api_model, api_precision], api_out,
+                                   api_name="classify_image")
