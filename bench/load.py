@@ -1,6 +1,6 @@
 """Load and soak: concurrent gradio_client users against `python app.py` in its own process.
 
-    python -m bench.load                         # 16 clients, 2 minutes, all image endpoints
+    python -m bench.load                         # 16 clients, 2 minutes, all image endpoints (Gradio + REST)
     python -m bench.load --clients 4 --seconds 600   # soak: watch resident memory
 Prints requests/s, p50/p95/p99 per endpoint, errors, and the server's resident memory growth
 (after a warm-up) — the figures the robustness issue asks for. tests/test_load.py runs a short form.
@@ -40,38 +40,61 @@ def start_app(port: int) -> subprocess.Popen:
     return proc
 
 
-def make_calls(tmp: Path) -> dict:
-    from gradio_client import handle_file
+def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
+    """Endpoint name -> call(connection), and API -> how a client thread connects. Gradio endpoints
+    go through gradio_client, ``rest_*`` ones through plain HTTP (httpx) to /api/v1."""
+    import httpx
+    from gradio_client import Client, handle_file
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (280, 280), "white")
     ImageDraw.Draw(img).line([(80, 60), (200, 60), (120, 230)], fill="black", width=24)
     path = str(tmp / "seven.png")
     img.save(path)
-    return {
+    photo = REPO / "examples" / "photos" / "cat_chelsea.jpg"
+    seven, cat = Path(path).read_bytes(), photo.read_bytes()
+
+    def rest(endpoint: str, data: bytes):
+        return lambda c: c.post(endpoint, files={"image": ("x", data)}).raise_for_status()
+
+    calls = {
         "predict_digit": lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(path)},
                                              api_name="/predict_digit"),
         "feature_maps": lambda c: c.predict("mnist_cnn", handle_file(path), api_name="/feature_maps"),
-        "classify_image": lambda c: c.predict(handle_file(str(REPO / "examples" / "photos" / "cat_chelsea.jpg")),
-                                              api_name="/classify_image"),
+        "classify_image": lambda c: c.predict(handle_file(str(photo)), api_name="/classify_image"),
+        "echo": lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(path)},
+                                    api_name="/echo"),
+        "rest_predict_digit": rest("predict/mnist_cnn", seven),
+        "rest_classify_image": rest("predict/cifar_resnet", cat),
+        "rest_echo": rest("echo", seven),
     }
+    connect = {"gradio": lambda: Client(url, verbose=False),
+               "rest": lambda: httpx.Client(base_url=url + "api/v1/", timeout=60)}
+    return calls, connect
+
+
+GRADIO_MIX = ["predict_digit", "feature_maps", "classify_image"]
+REST_MIX = ["rest_predict_digit", "rest_classify_image"]
 
 
 def run_load(url: str, clients: int, seconds: float, endpoints: list[str] | None = None,
              server_pid: int | None = None) -> dict:
-    """``clients`` threads, each its own Client, cycling through the endpoints for ``seconds``."""
-    from gradio_client import Client
-
+    """``clients`` threads, each with its own connection per API, cycling through ``endpoints``
+    (default: every image endpoint, Gradio and REST) for ``seconds``."""
     tmp = Path(tempfile.mkdtemp())
-    calls = make_calls(tmp)
-    names = endpoints or list(calls)
+    calls, connect = make_calls(tmp, url)
+    names = endpoints or GRADIO_MIX + REST_MIX
     lat: dict[str, list[float]] = {n: [] for n in names}
     errors: list[str] = []
     lock = threading.Lock()
-    conns = [Client(url, verbose=False) for _ in range(clients)]
-    for c in conns[:1]:  # warm-up
-        for n in names:
-            calls[n](c)
+    apis = {"rest" if n.startswith("rest_") else "gradio" for n in names}
+    conns = [{api: connect[api]() for api in apis} for _ in range(clients)]
+
+    def call(name: str, conn: dict) -> None:
+        calls[name](conn["rest" if name.startswith("rest_") else "gradio"])
+
+    for n in names:  # warm-up
+        call(n, conns[0])
     rss0 = rss_mb(server_pid) if server_pid else None
     deadline = time.perf_counter() + seconds
 
@@ -82,7 +105,7 @@ def run_load(url: str, clients: int, seconds: float, endpoints: list[str] | None
             k += 1
             t = time.perf_counter()
             try:
-                calls[name](conns[i])
+                call(name, conns[i])
                 with lock:
                     lat[name].append((time.perf_counter() - t) * 1e3)
             except Exception as e:  # every failure counts, whatever it is

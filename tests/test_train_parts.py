@@ -99,3 +99,19 @@ def test_tta_is_inside_the_eval_forward():
     np.testing.assert_allclose(net(x).detach(), ((plain + mirrored) / 2).detach(), atol=1e-5)
     net.train()  # training never averages views
     assert net(x).shape == plain.shape
+
+
+def _history(train_acc, val_acc, val_loss):
+    return [{"epoch": i + 1, "train_acc": t, "val_acc": v, "val_loss": lo, "train_loss": 1.0}
+            for i, (t, v, lo) in enumerate(zip(train_acc, val_acc, val_loss, strict=True))]
+
+
+def test_fit_analysis_reads_the_curves():
+    from export.fit_analysis import fit_analysis
+
+    over = fit_analysis(_history([0.6, 0.8, 0.95], [0.6, 0.7, 0.69], [1.0, 0.8, 1.1]))
+    assert "overfitting" in over and "epoch 2" in over
+    still_rising = fit_analysis(_history([0.5, 0.6, 0.7], [0.55, 0.62, 0.71], [1.2, 1.0, 0.9]))
+    assert "still rising" in still_rising and "memorising" not in still_rising
+    regularised = fit_analysis(_history([0.80, 0.85, 0.88], [0.86, 0.90, 0.905], [0.5, 0.4, 0.38]))
+    assert "not overfitting" in regularised

@@ -1,0 +1,196 @@
+"""The benchmark suite: one command, one table, one JSON (a script, not a test).
+
+    python -m bench.suite [--seconds 8] [--readme]   # --readme: write the table into README.md
+
+1. Per classifier: ONNX Runtime FP32 (and INT8 where shipped) vs torch eager, batch 1 and 32,
+   1 thread each, interleaved in the same run, so the ratios compare like with like.
+2. ``python app.py`` in its own process: time from process start to the first REST answer, and
+   resident memory with every model loaded.
+3. Round trips, sequential: each endpoint (Gradio and REST) against the echo endpoint of the same
+   API with the same upload, so "model + preprocessing" is the difference of medians.
+4. Throughput and p50/p95/p99 with 1, 4 and 16 concurrent clients per endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.classifiers import stats
+from bench.load import make_calls, rss_mb, run_load
+
+REPO = Path(__file__).resolve().parent.parent
+START, END = "<!-- bench:start (python -m bench.suite --readme) -->", "<!-- bench:end -->"
+PAIRS = {  # endpoint -> the echo of the same API and upload
+    "predict_digit": "echo", "classify_image": "echo",
+    "rest_predict_digit": "rest_echo", "rest_classify_image": "rest_echo",
+}
+
+
+def timed(fn, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def bench_models(runs: int) -> list[dict]:
+    import torch
+
+    from convscope.runtime import load_registry
+    from train import nets
+
+    torch.set_num_threads(1)
+    reg = load_registry()
+    rows = []
+    for m in [*reg.for_tab("digits"), *reg.for_tab("cifar10"), *reg.for_tab("xray")]:
+        net = nets.from_checkpoint(torch.load(REPO / "checkpoints" / f"{m.name}.pt", map_location="cpu",
+                                              weights_only=False))
+        row = {"model": m.name}
+        for batch in (1, 32):
+            x = np.random.default_rng(0).integers(0, 256, (batch, *m.card.input["shape"][1:]), dtype=np.uint8)
+            xt = torch.from_numpy(x.copy()).permute(0, 3, 1, 2).float()
+            fns = {p: (lambda p=p, m=m, x=x: m.probs(x, p)) for p in m.precisions}
+            fns["torch"] = lambda net=net, xt=xt: torch.softmax(net(xt), dim=1)
+            with torch.inference_mode():
+                for fn in fns.values():
+                    timed(fn, 3)
+                n = max(10, runs // batch)
+                times = {k: [] for k in fns}
+                for _ in range(n):  # interleaved: every runtime sees the same machine load
+                    for k, fn in fns.items():
+                        times[k] += timed(fn, 1)
+            for k, v in times.items():
+                row[f"{k}_b{batch}_ms"] = float(np.median(v))
+            row[f"speedup_fp32_b{batch}"] = row[f"torch_b{batch}_ms"] / row[f"fp32_b{batch}_ms"]
+            if "int8" in fns:
+                row[f"speedup_int8_b{batch}"] = row[f"torch_b{batch}_ms"] / row[f"int8_b{batch}_ms"]
+        rows.append(row)
+    return rows
+
+
+def start_server(port: int) -> tuple[subprocess.Popen, float]:
+    """``python app.py``; seconds from process start to the first REST answer."""
+    import httpx
+
+    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seven = (REPO / "examples" / "digit_7.png").read_bytes()
+    while time.perf_counter() - t0 < 120:
+        if proc.poll() is not None:
+            raise RuntimeError("app exited during start-up")
+        try:
+            r = httpx.post(f"http://127.0.0.1:{port}/api/v1/predict/mnist_cnn", files={"image": ("7.png", seven)},
+                           timeout=5)
+            if r.status_code == 200:
+                return proc, time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise TimeoutError("no answer within 120 s")
+
+
+def bench_roundtrips(url: str, requests: int) -> dict:
+    import tempfile
+
+    calls, connect = make_calls(Path(tempfile.mkdtemp()), url)
+    conn = {"gradio": connect["gradio"](), "rest": connect["rest"]()}
+    out = {}
+    for name, echo in PAIRS.items():
+        api = "rest" if name.startswith("rest_") else "gradio"
+        a, b = [], []
+        for _ in range(3):
+            calls[name](conn[api])
+            calls[echo](conn[api])
+        for _ in range(requests):
+            a += timed(lambda: calls[name](conn[api]), 1)  # noqa: B023 (called at once)
+            b += timed(lambda: calls[echo](conn[api]), 1)  # noqa: B023
+        s, e = stats(a), stats(b)
+        out[name] = {"median_ms": s["median_ms"], "echo_median_ms": e["median_ms"],
+                     "model_and_preprocessing_ms": s["median_ms"] - e["median_ms"]}
+    return out
+
+
+def table(r: dict) -> str:
+    lines = [f"Measured {r['when']} on {r['machine']} by `python -m bench.suite`.", "",
+             "| model | ORT FP32 b1 | INT8 b1 | torch b1 | speed-up b1 (FP32 / INT8) | ORT FP32 b32 | INT8 b32 "
+             "| torch b32 | speed-up b32 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in r["models"]:
+        i1 = f"{m['int8_b1_ms']:.2f} ms" if "int8_b1_ms" in m else "—"
+        i32 = f"{m['int8_b32_ms']:.1f} ms" if "int8_b32_ms" in m else "—"
+        s1 = f"{m['speedup_fp32_b1']:.1f}×" + (f" / {m['speedup_int8_b1']:.1f}×" if "speedup_int8_b1" in m else "")
+        s32 = f"{m['speedup_fp32_b32']:.1f}×" + (f" / {m['speedup_int8_b32']:.1f}×" if "speedup_int8_b32" in m
+                                                   else "")
+        lines.append(f"| `{m['model']}` | {m['fp32_b1_ms']:.2f} ms | {i1} | {m['torch_b1_ms']:.2f} ms | {s1} "
+                     f"| {m['fp32_b32_ms']:.1f} ms | {i32} | {m['torch_b32_ms']:.1f} ms | {s32} |")
+    s = r["server"]
+    lines += ["", f"Server: first answer {s['first_answer_s']:.1f} s after process start; resident memory with all "
+              f"models loaded {s['rss_mb']:.0f} MB.", "",
+              "| endpoint | median round trip | echo (same API, same upload) | model + preprocessing |",
+              "|---|---:|---:|---:|"]
+    for name, t in r["roundtrips"].items():
+        lines.append(f"| `{name}` | {t['median_ms']:.1f} ms | {t['echo_median_ms']:.1f} ms "
+                     f"| {t['model_and_preprocessing_ms']:.1f} ms |")
+    lines += ["", "| endpoint | clients | requests/s | p50 | p95 | p99 | errors |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for c in r["concurrency"]:
+        e = next(iter(c["endpoints"].values()))
+        lines.append(f"| `{next(iter(c['endpoints']))}` | {c['clients']} | {c['requests_per_s']:.1f} "
+                     f"| {e['p50_ms']:.0f} ms | {e['p95_ms']:.0f} ms | {e['p99_ms']:.0f} ms | {c['errors']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=200, help="timed batch-1 inferences per model and runtime")
+    ap.add_argument("--requests", type=int, default=40, help="timed sequential requests per endpoint")
+    ap.add_argument("--seconds", type=float, default=8, help="per endpoint and concurrency level")
+    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "suite.json"))
+    ap.add_argument("--readme", action="store_true", help="write the table between the README's bench markers")
+    args = ap.parse_args()
+
+    import onnxruntime
+    import torch
+
+    r = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+         f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"}
+    r["models"] = bench_models(args.runs)
+    port = 7800 + os.getpid() % 90
+    proc, first = start_server(port)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        r["roundtrips"] = bench_roundtrips(url, args.requests)
+        r["server"] = {"first_answer_s": first, "rss_mb": rss_mb(proc.pid)}
+        r["concurrency"] = [run_load(url, n, args.seconds, endpoints=[name])
+                            for name in PAIRS if not name.endswith("echo") for n in (1, 4, 16)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = table(r)
+    print(text)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(r, indent=1))
+    print(f"\nwrote {out}")
+    if args.readme:
+        readme = REPO / "README.md"
+        head, rest = readme.read_text().split(START, 1)
+        readme.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+        print("updated README.md")
+
+
+if __name__ == "__main__":
+    main()
