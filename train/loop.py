@@ -290,7 +290,8 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
                "machine": state["machine"], "params": nets.count_params(net),
                "val_confusion": state["val_confusion"]}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    plots.plot_curves(metrics["history"], out_dir / "curves.png", f"{recipe.title}: training curves")
+    plots.plot_curves(metrics["history"], out_dir / "curves.png", f"{recipe.title}: training curves",
+                      cfg.label_smoothing)
     plots.plot_confusion(np.array(state["val_confusion"]), train.labels, out_dir / "confusion.png",
                          f"{recipe.name}: validation confusion")
     log.close()

@@ -11,11 +11,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def plot_curves(history: list[dict], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch, train vs validation."""
+def plot_curves(history: list[dict], path: Path, title: str, label_smoothing: float = 0.0) -> None:
+    """Loss and accuracy per epoch, train vs validation. Validation loss is plain cross-entropy;
+    with label smoothing the training loss has a higher floor, and the legend says so."""
     ep = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
-    ax1.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    train_label = f"train (label smoothing {label_smoothing:g})" if label_smoothing else "train"
+    ax1.plot(ep, [h["train_loss"] for h in history], "o-", label=train_label)
     ax1.plot(ep, [h["val_loss"] for h in history], "o-", label="validation")
     ax1.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax2.plot(ep, [100 * h["train_acc"] for h in history], "o-", label="train (augmented)")
@@ -48,3 +50,16 @@ def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str) ->
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # python -m train.plots runs/<recipe>: redraw a run's figures from metrics.json
+    import json
+    import sys
+
+    from train.recipes import RECIPES
+
+    run = Path(sys.argv[1])
+    m = json.loads((run / "metrics.json").read_text())
+    recipe = RECIPES[m["recipe"]]
+    plot_curves(m["history"], run / "curves.png", f"{recipe.title}: training curves",
+                m["config"].get("label_smoothing", 0.0))
