@@ -284,7 +284,7 @@ class CifarSimple(nn.Module):
         return self.head(b2), OrderedDict(block1=b1, block2=b2)
 
     def stage_convs(self) -> OrderedDict[str, nn.Conv2d]:
-        return OrderedDict(block1=self.block1[2], block2=self.block2[5])
+        return OrderedDict(block1=self.block1[2], block2=self.block2[4])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)[0]
