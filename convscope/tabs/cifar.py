@@ -22,7 +22,7 @@ from convscope import visualize as viz
 from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, cifar_photo
 from convscope.runtime import MAIN_PRECISION, Registry, ServedModel
-from convscope.tabs.common import SafeImage, missing_notice, top_k
+from convscope.tabs.common import SafeImage, tab_models, top_k
 
 TAB = "cifar10"
 EXPECTED = ("cifar_resnet", "cifar_inception", "cifar_simple")  # shown in this order
@@ -102,13 +102,9 @@ COMPARISON_HEADERS = ["model", "kind, input", "CIFAR-10 test accuracy (ONNX)", "
 
 def build(registry: Registry) -> None:
     """Render the tab's contents inside the current ``gr.Tab`` context."""
-    order = {name: i for i, name in enumerate(EXPECTED)}
-    models = sorted(registry.for_tab(TAB), key=lambda m: (order.get(m.name, len(order)), m.name))
     gr.Markdown("Show a photo to networks trained on CIFAR-10's ten classes: airplane, automobile, bird, "
                 "cat, deer, dog, frog, horse, ship, truck. " + POLICY)
-    notice = missing_notice(registry.broken_for_tab(EXPECTED))
-    if notice:
-        gr.Markdown(notice, elem_classes=["cs-notice"])
+    models = tab_models(registry, TAB, EXPECTED)
     if not models:
         return
     by_name = {m.name: m for m in models}

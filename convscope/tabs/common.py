@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from convscope.preprocess import MAX_PIXELS
+from convscope.runtime import Registry, ServedModel
 
 UNREADABLE = ("Could not read this file as an image: it may be empty, truncated, or not a picture "
               "(PNG, JPEG, WebP, GIF, BMP and TIFF work).")
@@ -45,6 +46,16 @@ def SafeImage(**kwargs: Any) -> gr.Image:
     c = gr.Image(**kwargs)
     c.preprocess = _decode_errors_as_messages(c.preprocess)
     return c
+
+
+def tab_models(registry: Registry, tab: str, expected: tuple[str, ...]) -> list[ServedModel]:
+    """A tab's models, the expected ones first in their order; renders the notice for any expected
+    model that cannot be served (inside the current Gradio context)."""
+    order = {name: i for i, name in enumerate(expected)}
+    notice = missing_notice(registry.broken_for_tab(expected))
+    if notice:
+        gr.Markdown(notice, elem_classes=["cs-notice"])
+    return sorted(registry.for_tab(tab), key=lambda m: (order.get(m.name, len(order)), m.name))
 
 
 def missing_notice(problems: dict[str, str]) -> str:

@@ -18,7 +18,7 @@ from PIL import Image
 from convscope import visualize as viz
 from convscope.preprocess import EmptyInput, InputError, mnist_digit
 from convscope.runtime import Registry, ServedModel
-from convscope.tabs.common import SafeSketchpad, missing_notice, top_k
+from convscope.tabs.common import SafeSketchpad, tab_models, top_k
 
 TAB = "digits"
 EXPECTED = ("mnist_lenet5", "mnist_cnn")  # shown in this order; other digit models follow
@@ -69,14 +69,10 @@ def preview(digit28: np.ndarray) -> Image.Image:
 
 def build(registry: Registry) -> None:
     """Render the tab's contents inside the current ``gr.Tab`` context."""
-    order = {name: i for i, name in enumerate(EXPECTED)}
-    models = sorted(registry.for_tab(TAB), key=lambda m: (order.get(m.name, len(order)), m.name))
     gr.Markdown("Draw a digit with the mouse, a finger or a pen. Both networks were trained on "
                 "MNIST; your drawing is prepared the way MNIST digits were (crop, fit into 20×20, "
                 "centre the ink's mass in 28×28) and they see exactly the small image on the right.")
-    notice = missing_notice(registry.broken_for_tab(EXPECTED))
-    if notice:
-        gr.Markdown(notice, elem_classes=["cs-notice"])
+    models = tab_models(registry, TAB, EXPECTED)
     if not models:
         return
     by_name = {m.name: m for m in models}
