@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from convscope.rest import MAX_UPLOAD_BYTES, build_rest
 from convscope.runtime import MODELS_DIR, Registry, load_registry
-from convscope.tabs import cifar, digits, features
+from convscope.tabs import cifar, digits, features, xray
 from convscope.tabs.common import SafeSketchpad
 
 MAX_FILE_SIZE = MAX_UPLOAD_BYTES  # the UI's upload limit, the same as the REST API's
@@ -39,6 +39,8 @@ def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = N
             cifar.build(registry)
         with gr.Tab("Feature maps", id="features"):
             features.build(registry)
+        with gr.Tab("X-ray", id="xray"):
+            xray.build(registry)
         demo.load(None, None, None, js=digits.SELECT_BRUSH_JS)
         # An echo endpoint with the same input as predict_digit: the benchmark's baseline for
         # what the Gradio round trip costs without preprocessing or a model.

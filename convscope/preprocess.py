@@ -38,6 +38,14 @@ class EmptyInput(InputError):
     """Nothing drawn (None, blank, or a uniform image)."""
 
 
+class Unreadable(InputError):
+    """Bytes that are not an image this app can decode (REST: 415)."""
+
+
+class TooLarge(InputError):
+    """An image with more pixels than MAX_PIXELS (REST: 413)."""
+
+
 def _composited(img: np.ndarray | Image.Image | None) -> np.ndarray:
     """Any image -> float32 HxWxC in [0, 255], C = 1 (gray) or 3 (colour), alpha composited
     onto white (a transparent canvas is white paper, not black)."""
@@ -100,7 +108,7 @@ def check_size(h: int, w: int) -> None:
     if min(h, w) < MIN_SIDE:
         raise InputError(f"The image is {w}x{h} px: too small (at least {MIN_SIDE}x{MIN_SIDE} px).")
     if h * w > MAX_PIXELS:
-        raise InputError(f"The image is {w}x{h} px: too large (at most {MAX_PIXELS // 1_000_000} megapixels).")
+        raise TooLarge(f"The image is {w}x{h} px: too large (at most {MAX_PIXELS // 1_000_000} megapixels).")
 
 
 def ink_map(gray: np.ndarray) -> np.ndarray:
@@ -228,4 +236,138 @@ def cifar_photo(img: np.ndarray | Image.Image | None, size: int = 32) -> np.ndar
     return np.asarray(square.resize((size, size), resample))
 
 
-PREPROCESSORS = {"mnist_digit": mnist_digit, "imagenet_center": imagenet_center, "cifar_photo": cifar_photo}
+XRAY_SIDE = 224
+# Warnings for images that do not look like a frontal chest X-ray (tuned on the training films and
+# on the corpus in tests/test_xray_input.py): the model answers anyway, so the user must be told.
+XRAY_MAX_COLOUR = 24.0  # mean (max - min) over R, G, B, of 255: radiographs are gray
+XRAY_ASPECT = (0.5, 2.0)  # width / height; chest films are about 0.8-1.4
+XRAY_MIN_STD = 12.0  # of 255: less spread than this is a nearly uniform picture, not a radiograph
+
+
+def is_dicom(data: bytes) -> bool:
+    """DICOM Part 10 files carry 'DICM' after a 128-byte preamble."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def _window_to_uint8(a: np.ndarray) -> np.ndarray:
+    """More than 8 bits of data -> 0-255, linearly from its minimum to its maximum (exact for an
+    8-bit image saved at 16 bits; DICOM gets its own window first)."""
+    a = np.nan_to_num(a.astype(np.float64))
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.clip((a - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+
+
+def dicom_to_gray(data: bytes) -> np.ndarray:
+    """A DICOM file's image as uint8 HxW, displayed as a radiologist would see it: modality LUT
+    (rescale slope/intercept), then the file's VOI LUT or window centre/width (else its full
+    range), then MONOCHROME1 inverted so bone is bright. Multi-frame files: the first frame."""
+    import io
+
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pragma: no cover - pydicom is a serving dependency
+        raise InputError("DICOM support needs pydicom (pip install pydicom).") from None
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception:
+        raise Unreadable("Could not read this DICOM file: it is damaged or truncated.") from None
+    if "PixelData" not in ds:
+        raise InputError("This DICOM file holds no image (no Pixel Data element): it may be a report, a "
+                         "structured document, or cut short.")
+    try:
+        arr = ds.pixel_array
+    except Exception as e:  # compressed transfer syntaxes without a decoder, truncated pixel data
+        raise Unreadable(f"Could not decode this DICOM image ({type(e).__name__}): it may be damaged, or "
+                         "compressed with a codec that is not installed.") from None
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        arr = arr[0]
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    if arr.ndim == 3:  # colour DICOM (secondary capture): plain luminance, no LUTs apply
+        return np.clip(to_gray(arr) + 0.5, 0, 255).astype(np.uint8)
+    if arr.ndim != 2:
+        raise InputError(f"This DICOM image has an unexpected shape {arr.shape}.")
+    check_size(*arr.shape)
+    a = apply_modality_lut(arr, ds)
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        a = apply_voi_lut(a, ds, index=0)
+    out = _window_to_uint8(a)
+    return 255 - out if photometric == "MONOCHROME1" else out
+
+
+def read_image(data: bytes) -> np.ndarray | Image.Image:
+    """File bytes -> an image the preprocessing functions take: DICOM through
+    :func:`dicom_to_gray`, everything else through PIL (raises InputError when unreadable)."""
+    import io
+
+    if not data:
+        raise Unreadable("The file is empty.")
+    if is_dicom(data):
+        return dicom_to_gray(data)
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+    except Image.DecompressionBombError:
+        raise TooLarge(f"The image is too large (at most {MAX_PIXELS // 1_000_000} megapixels).") from None
+    except Exception:  # PIL raises many types for files that are not images
+        raise Unreadable("Could not read the file as an image (PNG, JPEG, DICOM, WebP, BMP and TIFF work).") \
+            from None
+
+
+def xray_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
+    """An X-ray in any format -> uint8 HxW at its own size. 8-bit images keep their values (the
+    training films are 8-bit); 12-16-bit, 32-bit and float data are windowed min-max to 8 bits
+    (floats in [0, 1] are read as fractions of white)."""
+    if img is None:
+        raise EmptyInput("No image was given.")
+    if isinstance(img, Image.Image):
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            img = np.asarray(img)
+    if isinstance(img, np.ndarray) and img.ndim == 2 and img.dtype.kind in "iuf" and img.dtype != np.uint8:
+        check_size(*img.shape)
+        a = np.nan_to_num(img.astype(np.float64))
+        if img.dtype.kind == "f" and a.min() >= 0 and a.max() <= 1:
+            return np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return _window_to_uint8(a)
+    gray = to_gray(img)
+    check_size(*gray.shape)
+    return np.clip(gray + 0.5, 0, 255).astype(np.uint8)
+
+
+def xray_image(img: np.ndarray | Image.Image | None, size: int = XRAY_SIDE) -> np.ndarray:
+    """What an X-ray model sees: the whole film squashed to size x size (no crop: both training
+    sets were made this way, aspect ratio not kept), Lanczos. Returns uint8 (size, size, 1)."""
+    gray = xray_gray(img)
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.LANCZOS))[..., None]
+
+
+def xray_warnings(img: np.ndarray | Image.Image | None) -> list[str]:
+    """Reasons this image may not be a frontal chest X-ray (empty if it looks like one)."""
+    out = []
+    rgb = None
+    colour_pil = isinstance(img, Image.Image) and img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr")
+    if colour_pil or (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] >= 3):
+        rgb = to_rgb(img)
+    if rgb is not None:
+        small = np.asarray(Image.fromarray(rgb).resize((64, 64)), np.float32)
+        colour = float((small.max(2) - small.min(2)).mean())
+        if colour > XRAY_MAX_COLOUR:
+            out.append(f"The image is strongly coloured (colourfulness {colour:.0f} of 255); radiographs are gray.")
+    gray = xray_gray(img)
+    h, w = gray.shape
+    if not XRAY_ASPECT[0] <= w / h <= XRAY_ASPECT[1]:
+        out.append(f"The image is {w}x{h} px, an unusual shape for a chest film (aspect {w / h:.2f}; "
+                   f"expected {XRAY_ASPECT[0]}-{XRAY_ASPECT[1]}); it is squashed to a square.")
+    std = float(np.asarray(Image.fromarray(gray).resize((64, 64)), np.float32).std())
+    if std < XRAY_MIN_STD:
+        out.append(f"The image is nearly uniform (contrast {std:.1f} of 255): there is little to see.")
+    return out
+
+
+PREPROCESSORS = {"mnist_digit": mnist_digit, "imagenet_center": imagenet_center, "cifar_photo": cifar_photo,
+                 "xray_image": xray_image}

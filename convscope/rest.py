@@ -12,15 +12,15 @@ model cannot use (blank canvas, too small). Uploads are read into memory, decode
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Annotated
 
+import numpy as np
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from PIL import Image
 from pydantic import BaseModel
 
-from convscope.preprocess import MAX_PIXELS, InputError
+from convscope.preprocess import InputError, TooLarge, Unreadable, read_image
 from convscope.runtime import MAIN_PRECISION, Registry
 
 API = "/api/v1"
@@ -31,7 +31,7 @@ ImageFile = Annotated[UploadFile, File(description="an image file (multipart fie
 class Prediction(BaseModel):
     model: str
     precision: str  # which file answered: "fp32", or a shipped variant such as "int8"
-    label: str
+    label: str  # the model's decision: for binary X-ray models, at the card's calibrated threshold
     probabilities: dict[str, float]  # every class, most probable first
     latency_ms: float  # decoding, preprocessing and inference on the server
 
@@ -49,16 +49,16 @@ def read_upload(image: UploadFile) -> bytes:
     return data
 
 
-def decode(data: bytes) -> Image.Image:
+def decode(data: bytes) -> Image.Image | np.ndarray:
+    """Bytes -> image (DICOM included), with the status code each failure deserves."""
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return img
-    except Image.DecompressionBombError:
-        raise HTTPException(413, f"The image is too large (at most {MAX_PIXELS // 1_000_000} megapixels).") from None
-    except Exception:  # PIL raises many types for files that are not images
-        raise HTTPException(415, "Could not read the file as an image (PNG, JPEG, WebP, GIF, BMP and TIFF work).") \
-            from None
+        return read_image(data)
+    except TooLarge as e:
+        raise HTTPException(413, str(e)) from None
+    except Unreadable as e:
+        raise HTTPException(415, str(e)) from None
+    except InputError as e:  # readable, but nothing a model can use (e.g. DICOM without pixels)
+        raise HTTPException(422, str(e)) from None
 
 
 def build_rest(registry: Registry) -> FastAPI:
@@ -91,12 +91,14 @@ def build_rest(registry: Registry) -> FastAPI:
         img = decode(data)
         try:
             x = m.prepare(img)
+        except TooLarge as e:
+            raise HTTPException(413, str(e)) from None
         except InputError as e:
             raise HTTPException(422, str(e)) from None
         probs = m.probs(x[None], precision)[0]
         order = probs.argsort()[::-1]
         labels = m.card.labels
-        return Prediction(model=model, precision=precision, label=labels[order[0]],
+        return Prediction(model=model, precision=precision, label=labels[m.decide(probs)],
                           probabilities={labels[i]: float(probs[i]) for i in order},
                           latency_ms=(time.perf_counter() - t) * 1e3)
 

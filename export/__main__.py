@@ -23,15 +23,23 @@ import onnxruntime
 import torch
 
 from convscope.cards import METADATA_KEY, ModelCard, sha256_file
-from convscope.metrics import classification_metrics, predict_probs
+from convscope.metrics import classification_metrics, fit_temperature, predict_probs, roc_auc
 from convscope.runtime import make_session
+from export import clinical
 from export.fit_analysis import fit_analysis
 from export.onnx_export import check_parity, count_flops, describe_outputs, export_onnx, latency_ms
-from export.quantize import CALIBRATION_IMAGES, MAX_DROP_PP, quantize_int8
+from export.quantize import MAX_DROP_PP, calibration_count, quantize_int8
 from export.reference import REFERENCES, export_imagenet_stem
 from export.wrap import ExportWrapper
 from train import nets, plots
-from train.datasets import INPUT_SPECS, load_split, split_train_val, synthetic_split
+from train.datasets import (
+    INPUT_SPECS,
+    PREDEFINED_VAL,
+    load_covid_collection,
+    load_split,
+    split_train_val,
+    synthetic_split,
+)
 from train.recipes import RECIPES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,19 +53,22 @@ def resolve_checkpoint(target: str) -> Path:
         return Path(target)
     if target not in RECIPES:
         raise SystemExit(f"unknown recipe {target!r}; known: {sorted(RECIPES)} (or pass a .pt file)")
-    for p in (REPO / "runs" / target / "last.pt", REPO / "checkpoints" / f"{target}.pt"):
+    # best.pt: the epoch a recipe with keep_best chose on validation (early stopping)
+    for p in (REPO / "runs" / target / "best.pt", REPO / "runs" / target / "last.pt",
+              REPO / "checkpoints" / f"{target}.pt"):
         if p.exists():
             return p
     raise SystemExit(f"no checkpoint for {target}: train it first (python -m train {target})")
 
 
 def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path, metrics: dict,
-               parity: dict, latency: dict, opset: int, artifacts: dict, variants: dict) -> ModelCard:
+               parity: dict, latency: dict, opset: int, artifacts: dict, variants: dict,
+               cal: dict | None = None) -> ModelCard:
     spec = INPUT_SPECS[recipe.dataset]
     c, h, w = wrapper.input_chw()
     outputs, layers = describe_outputs(wrapper, onnx_path)
     hist = ckpt.get("history", [])
-    cal = {"reject_below": recipe.reject_below,
+    cal = cal or {"reject_below": recipe.reject_below,
            "rule": "top-1 probability below reject_below -> the app says the input does not look "
                    "like one of the classes instead of naming one",
            "operating_point": {k: metrics[k] for k in ("coverage_at_threshold", "accuracy_when_kept")},
@@ -71,11 +82,13 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
         outputs=outputs, labels=list(metrics.pop("labels")), metrics=metrics, calibration=cal,
         params=nets.count_params(net), flops=count_flops(net, (c, h, w)),
         training={"recipe": recipe.name, "arch": ckpt["arch"], "arch_kwargs": ckpt["arch_kwargs"],
-                  "config": ckpt["config"], "epochs": ckpt.get("epoch"),
+                  "config": ckpt["config"], "epochs": ckpt.get("epoch"), "epochs_run": len(hist),
+                  "selection": ("the epoch of lowest validation loss (best.pt)" if ckpt["config"].get("keep_best")
+                                else "the last epoch"),
                   "train_time_s": round(ckpt.get("train_time_s", 0.0), 1),
                   "machine": ckpt.get("machine"),
-                  "final_val_acc": hist[-1]["val_acc"] if hist else None,
-                  "final_val_loss": hist[-1]["val_loss"] if hist else None,
+                  "final_val_acc": hist[ckpt.get("epoch", len(hist)) - 1]["val_acc"] if hist else None,
+                  "final_val_loss": hist[ckpt.get("epoch", len(hist)) - 1]["val_loss"] if hist else None,
                   "history": hist,
                   "fit_analysis": fit_analysis(hist),
                   "command": f"python -m train {recipe.name}"},
@@ -86,17 +99,24 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
     )
 
 
-def int8_variant(recipe, fp32_path: Path, out_path: Path, fp32_metrics: dict, test, calibration: np.ndarray) -> dict:
-    """Quantize, then measure the INT8 file exactly as the fp32 one; ship it only within the bound."""
+def int8_variant(recipe, fp32_path: Path, out_path: Path, fp32_metrics: dict, test, calibration: np.ndarray,
+                 threshold: float | None = None) -> dict:
+    """Quantize, then measure the INT8 file exactly as the fp32 one (the same decision rule and,
+    for binary X-ray models, the same threshold); ship it only within the bound."""
     info = quantize_int8(fp32_path, out_path, calibration)
     model = info.pop("model")
     onnx.helper.set_model_props(model, {"convscope_variant_of": recipe.name, "precision": "int8"})
     onnx.save(model, out_path)
-    m = classification_metrics(predict_probs(make_session(out_path, threads=2), test.x), test.y, test.labels,
-                               recipe.reject_below)
+    probs = predict_probs(make_session(out_path, threads=2), test.x)
+    m = classification_metrics(probs, test.y, test.labels, recipe.reject_below)
+    if threshold is not None:
+        pred = clinical.decisions(probs, threshold)
+        m["accuracy"], m["errors"] = float((pred == test.y).mean()), int((pred != test.y).sum())
+        m["roc_auc"] = roc_auc(probs[:, 1], test.y == 1)
     drop = 100 * (fp32_metrics["accuracy"] - m["accuracy"])
     shipped = drop <= MAX_DROP_PP
     return {**info, "accuracy": m["accuracy"], "errors": m["errors"], "per_class_accuracy": m["per_class_accuracy"],
+            **({"roc_auc": m["roc_auc"], "threshold": threshold} if threshold is not None else {}),
             "accuracy_drop_pp": round(drop, 4), "latency": latency_ms(out_path, test.x), "shipped": shipped,
             "file": f"{recipe.name}.int8.onnx" if shipped else None,
             "sha256": sha256_file(out_path) if shipped else None,
@@ -104,11 +124,13 @@ def int8_variant(recipe, fp32_path: Path, out_path: Path, fp32_metrics: dict, te
 
 
 def calibration_images(recipe, data_dir: str | None, smoke: bool) -> np.ndarray:
-    """CALIBRATION_IMAGES random images of the recipe's training split (never validation or test)."""
+    """calibration_count() random images of the recipe's training split (never validation or test)."""
     cfg = recipe.config
     full = synthetic_split(recipe.dataset, 256, seed=2) if smoke else load_split(recipe.dataset, "train", data_dir)
-    train, _ = split_train_val(full, 0 if smoke else cfg.val_size, cfg.seed)
-    pick = np.random.default_rng(cfg.seed).choice(len(train), min(CALIBRATION_IMAGES, len(train)), replace=False)
+    predefined = smoke or recipe.dataset in PREDEFINED_VAL  # then "train" already excludes validation
+    train, _ = split_train_val(full, 0 if predefined else cfg.val_size, cfg.seed)
+    n = calibration_count(train.x.shape[1] * train.x.shape[2])
+    pick = np.random.default_rng(cfg.seed).choice(len(train), min(n, len(train)), replace=False)
     return train.x[np.sort(pick)]
 
 
@@ -125,7 +147,41 @@ def measure_without_tta(ckpt: dict, test, tmp: Path, reject_below: float) -> dic
             "flops": count_flops(plain, (c, h, w)), "latency_median_ms": latency_ms(path, test.x)["median_ms"]}
 
 
-def main(argv: list[str] | None = None) -> ModelCard:
+def xray_extras(recipe, sess, args, metrics: dict) -> dict:
+    """What an X-ray card adds: the from-scratch baseline (transfer-learning gain) and, for the
+    3-class model, the source-confound probe."""
+    out = {}
+    baseline = Path(args.models_dir) / "reference" / f"{recipe.name}_scratch.json"
+    if baseline.exists() and not args.smoke:
+        b = json.loads(baseline.read_text())
+        out["transfer_learning"] = {
+            "baseline": f"{b['name']}: {b['description']}", "baseline_file": f"reference/{baseline.name}",
+            "from_scratch": {k: b["metrics"][k] for k in ("accuracy", "roc_auc")},
+            "accuracy_gain_pp": round(100 * (metrics["accuracy"] - b["metrics"]["accuracy"]), 2),
+            "roc_auc_gain": round(metrics["roc_auc"] - b["metrics"]["roc_auc"], 4)}
+    if recipe.dataset == "xray3" and not args.smoke:
+        probe = load_covid_collection("all", args.data_dir, covid=False)
+        out["confound_probe"] = clinical.confound_probe(predict_probs(sess, probe.x), metrics["labels"])
+    return out
+
+
+def write_baseline(recipe, ckpt: dict, metrics: dict, cal: dict | None, models_dir: Path) -> dict:
+    """models/reference/<name>.json: a measured baseline (e.g. from-scratch training) for another card."""
+    hist = ckpt.get("history", [])
+    out = {"name": recipe.name, "title": recipe.title, "description": recipe.description,
+           "metrics": {k: v for k, v in metrics.items() if k != "labels"}, "calibration": cal,
+           "training": {"config": ckpt["config"], "epochs": ckpt.get("epoch"), "epochs_run": len(hist),
+                        "train_time_s": round(ckpt.get("train_time_s", 0.0), 1), "history": hist,
+                        "machine": ckpt.get("machine"), "command": f"python -m train {recipe.name}"},
+           "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
+    path = models_dir / "reference" / f"{recipe.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(json.dumps({"baseline": str(path), "accuracy": metrics["accuracy"], "roc_auc": metrics.get("roc_auc")}))
+    return out
+
+
+def main(argv: list[str] | None = None) -> ModelCard | dict:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="recipe name or path to a checkpoint .pt")
@@ -151,16 +207,33 @@ def main(argv: list[str] | None = None) -> ModelCard:
 
     test = (synthetic_split(recipe.dataset, 200, seed=1) if args.smoke
             else load_split(recipe.dataset, INPUT_SPECS[recipe.dataset]["test_split"], data_dir=args.data_dir))
+    calibrated = recipe.dataset in PREDEFINED_VAL  # X-ray: temperature and threshold fitted on validation
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp) / f"{recipe.name}.onnx"
         model = export_onnx(wrapper, tmp_path)
         sess = make_session(tmp_path, threads=2)
-        parity = check_parity(wrapper, sess, test.x[:64])
+        cal = None
+        if calibrated:  # fit T on the uncalibrated file, then export again with T inside the graph
+            val = (synthetic_split(recipe.dataset, 48, seed=3) if args.smoke
+                   else load_split(recipe.dataset, "val", data_dir=args.data_dir))
+            temperature = fit_temperature(predict_probs(sess, val.x), val.y)
+            net.temperature.fill_(temperature)
+            wrapper = ExportWrapper(net)
+            model = export_onnx(wrapper, tmp_path)
+            sess = make_session(tmp_path, threads=2)
+        parity = check_parity(wrapper, sess, test.x[:16 if calibrated else 64])
         probs = predict_probs(sess, test.x)
         metrics = {"dataset": recipe.dataset, "split": "synthetic" if args.smoke else "test",
-                   "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
-                   **classification_metrics(probs, test.y, test.labels, recipe.reject_below),
-                   "labels": test.labels}
+                   "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"}
+        if calibrated:
+            xm, cal = clinical.evaluate(predict_probs(sess, val.x), val.y, probs, test.y, test.labels, temperature)
+            metrics |= xm | {"labels": test.labels}
+            extras = xray_extras(recipe, sess, args, metrics)
+            metrics |= extras
+        else:
+            metrics |= classification_metrics(probs, test.y, test.labels, recipe.reject_below) | {"labels": test.labels}
+        if recipe.tab == "none":  # a baseline measured for another card, not served
+            return write_baseline(recipe, ckpt, metrics, cal, Path(args.models_dir))
         lat = latency_ms(tmp_path, test.x)
         if getattr(net, "tta_level", 0):  # the card also reports the net without its TTA views
             metrics["without_tta"] = measure_without_tta(ckpt, test, Path(tmp), recipe.reject_below)
@@ -168,11 +241,12 @@ def main(argv: list[str] | None = None) -> ModelCard:
         int8_tmp = Path(tmp) / f"{recipe.name}.int8.onnx"
         if recipe.int8:
             variants["int8"] = int8_variant(recipe, tmp_path, int8_tmp, metrics, test,
-                                            calibration_images(recipe, args.data_dir, args.smoke))
+                                            calibration_images(recipe, args.data_dir, args.smoke),
+                                            cal["threshold"] if cal else None)
         graph_bytes = model.graph.SerializeToString()
 
         stem = models_dir / recipe.name
-        run_dir = ckpt_path.parent if ckpt_path.name == "last.pt" else None
+        run_dir = ckpt_path.parent if ckpt_path.name in ("last.pt", "best.pt") else None
         artifacts = {}
         if run_dir and (run_dir / "curves.png").exists():
             shutil.copy(run_dir / "curves.png", f"{stem}.curves.png")
@@ -180,11 +254,16 @@ def main(argv: list[str] | None = None) -> ModelCard:
         elif Path(f"{stem}.curves.png").exists():
             artifacts["curves"] = f"{recipe.name}.curves.png"
         plots.plot_confusion(np.array(metrics["confusion"]), test.labels, Path(f"{stem}.confusion.png"),
-                             f"{recipe.name}: {metrics['split']} set, ONNX Runtime")
+                             f"{recipe.name}: {metrics['split']} set, ONNX Runtime"
+                             + (f", threshold {cal['threshold']:.2f}" if cal and cal["threshold"] is not None else ""))
         artifacts["confusion"] = f"{recipe.name}.confusion.png"
+        if cal:
+            clinical.roc_figure(probs, test.y, test.labels, cal, Path(f"{stem}.roc.png"),
+                                f"{recipe.name}: ROC, {metrics['split']} set (n={len(test.y)})")
+            artifacts["roc"] = f"{recipe.name}.roc.png"
 
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-        card = build_card(recipe, ckpt, net, wrapper, tmp_path, metrics, parity, lat, opset, artifacts, variants)
+        card = build_card(recipe, ckpt, net, wrapper, tmp_path, metrics, parity, lat, opset, artifacts, variants, cal)
         # Embed the card, then prove the shipped graph is the one just measured.
         onnx.helper.set_model_props(model, {METADATA_KEY: card.metadata_json()})
         onnx.save(model, f"{stem}.onnx")
@@ -198,7 +277,7 @@ def main(argv: list[str] | None = None) -> ModelCard:
     card.sha256 = sha256_file(f"{stem}.onnx")
     Path(f"{stem}.json").write_text(card.to_json())
 
-    if not args.smoke and ckpt_path.name == "last.pt":  # keep the weights this model came from
+    if not args.smoke and ckpt_path.name in ("last.pt", "best.pt"):  # keep the weights this model came from
         ckpt_dir = Path(args.checkpoints_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         torch.save({k: ckpt[k] for k in WEIGHT_KEYS if k in ckpt}, ckpt_dir / f"{recipe.name}.pt")

@@ -15,7 +15,9 @@ from convscope.runtime import make_session
 from export.graph_table import layer_table
 from export.wrap import ExportWrapper
 
-PARITY_TOL = 1e-4  # max |torch - onnxruntime| accepted on any output
+# max |torch - onnxruntime| accepted on any output, relative to the output's scale when that is
+# above 1 (a CAM sums 1280 channels into values in the hundreds: float32 rounding grows with it)
+PARITY_TOL = 1e-4
 
 
 def export_onnx(wrapper: ExportWrapper, path: Path) -> onnx.ModelProto:
@@ -55,12 +57,15 @@ def describe_outputs(wrapper: ExportWrapper, onnx_path: Path) -> tuple[list[dict
     return outputs, layers
 
 
-def max_abs_diffs(wrapper: ExportWrapper, sess: ort.InferenceSession, images: np.ndarray) -> dict[str, float]:
-    """max |torch - ORT| for every output on the same uint8 batch."""
+def max_abs_diffs(wrapper: ExportWrapper, sess: ort.InferenceSession, images: np.ndarray,
+                  scaled: bool = False) -> dict[str, float]:
+    """max |torch - ORT| for every output on the same uint8 batch (``scaled``: divided by
+    max(1, max |torch|), the output's own scale)."""
     with torch.no_grad():
         ref = [t.numpy() for t in wrapper(torch.from_numpy(np.array(images)))]
     got = sess.run(wrapper.output_names, {"image": images})
-    return {n: float(np.abs(r - g).max()) for n, r, g in zip(wrapper.output_names, ref, got, strict=True)}
+    return {n: float(np.abs(r - g).max() / (max(1.0, float(np.abs(r).max())) if scaled else 1.0))
+            for n, r, g in zip(wrapper.output_names, ref, got, strict=True)}
 
 
 def check_parity(wrapper: ExportWrapper, sess: ort.InferenceSession, real_images: np.ndarray, seed: int = 0) -> dict:
@@ -69,10 +74,11 @@ def check_parity(wrapper: ExportWrapper, sess: ort.InferenceSession, real_images
     parity = {"tolerance": PARITY_TOL,
               "random_uint8_batch8": max_abs_diffs(wrapper, sess, rand),
               f"real_test_batch{len(real_images)}": max_abs_diffs(wrapper, sess, real_images)}
-    worst = max(v for d in parity.values() if isinstance(d, dict) for v in d.values())
-    parity["max_abs_diff"] = worst
+    parity["max_abs_diff"] = max(v for d in parity.values() if isinstance(d, dict) for v in d.values())
+    worst = max(max(max_abs_diffs(wrapper, sess, x, scaled=True).values()) for x in (rand, real_images))
+    parity["max_scaled_diff"] = worst  # what the tolerance applies to
     if worst > PARITY_TOL:
-        raise AssertionError(f"ONNX parity failed: max abs diff {worst:.3g} > {PARITY_TOL}: {parity}")
+        raise AssertionError(f"ONNX parity failed: max scaled diff {worst:.3g} > {PARITY_TOL}: {parity}")
     return parity
 
 

@@ -17,8 +17,16 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 MAX_DROP_PP = 0.3  # percentage points of test accuracy an INT8 file may lose and still ship
-CALIBRATION_IMAGES = 512
+CALIBRATION_IMAGES = 512  # for small inputs; 224 px nets get fewer (calibration_count)
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the FLOPs; element-wise ops stay fp32
+
+
+def calibration_count(pixels_per_image: int) -> int:
+    """Calibration images for an input size: 512 up to 64x64, 64 at 224x224. ORT's MinMax
+    calibrator keeps every intermediate tensor of every batch in memory (tens of MB per 224 px
+    image), and its CalibMaxIntermediateOutputs option discards data instead of folding it into
+    the ranges (onnxruntime 1.31, calibrate.py collect_data), so it is not a way out."""
+    return CALIBRATION_IMAGES if pixels_per_image <= 64 * 64 else 64
 
 
 class ImageBatches(CalibrationDataReader):
@@ -34,7 +42,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> d
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out_path), ImageBatches(calibration), quant_format=QuantFormat.QDQ,
+        batch = 32 if calibration.shape[1] * calibration.shape[2] <= 64 * 64 else 8
+        quantize_static(str(pre), str(out_path), ImageBatches(calibration, batch=batch), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     model = onnx.load(str(out_path))

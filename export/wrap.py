@@ -50,6 +50,8 @@ class ExportWrapper(nn.Module):
         outs = [*([torch.softmax(logits, dim=1)] if self.is_classifier else []), *stages.values(),
                 *[convs[s].weight.clone() for s in self.filter_stages]]
         if self.cam_stage:
-            w = self.net.classifier.weight * getattr(self.net, "logit_scale", 1.0)  # logits = scale * W f
+            # logits = scale * W f / T: the CAM is of the logits the probabilities come from
+            scale = getattr(self.net, "logit_scale", 1.0) / getattr(self.net, "temperature", 1.0)
+            w = self.net.classifier.weight * scale
             outs.append(torch.einsum("nkhw,ck->nchw", stages[self.cam_stage], w))
         return tuple(outs)

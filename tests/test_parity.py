@@ -28,13 +28,15 @@ def inputs(card, mnist_like: np.ndarray | None) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("card", card_params())
 def test_onnx_matches_torch(card, request):
-    from train.datasets import cifar_available, load_cifar10, load_mnist, mnist_available
+    from train.datasets import cifar_available, load_cifar10, load_kermany, load_mnist, mnist_available, xray_available
 
     real = None
     if card.tab == "digits" and mnist_available():
         real = load_mnist("test").x[:32]
     elif card.tab == "cifar10" and cifar_available():
         real = load_cifar10("test").x[::1000]
+    elif card.tab == "xray" and xray_available():
+        real = load_kermany("test").x[::100]
     wrapper, sess = load_pair(card)
     names = [o["name"] for o in card.outputs]
     for x in inputs(card, real):
@@ -43,7 +45,8 @@ def test_onnx_matches_torch(card, request):
         got = sess.run(names, {"image": x})
         for name, r, g in zip(names, ref, got, strict=True):
             assert g.shape == tuple(r.shape), name
-            np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0, err_msg=name)
+            # relative to the output's scale above 1, as at export (CAMs sum 1280 channels)
+            np.testing.assert_allclose(g, r.numpy(), atol=1e-4 * max(1.0, float(r.abs().max())), rtol=0, err_msg=name)
         if "probs" in names:
             np.testing.assert_allclose(got[0].sum(1), 1.0, atol=1e-5)
 
@@ -75,7 +78,8 @@ def test_onnx_cam_equals_autograd_gradcam(card):
     if getattr(net, "tta_level", 0):  # the CAM is of the plain view, not the test-time-augmented logits
         net.tta_level = 0
     feats = {}
-    handle = getattr(net, cam_stage).register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
+    module = net.get_submodule(getattr(net, "cam_module", cam_stage))
+    handle = module.register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
     logits = net(torch.from_numpy(x).permute(0, 3, 1, 2).float())
     handle.remove()
     a = feats["a"]
@@ -84,4 +88,6 @@ def test_onnx_cam_equals_autograd_gradcam(card):
         grads = torch.autograd.grad(logits[:, cls].sum(), a, retain_graph=True)[0]
         gradcam = (grads.mean((2, 3), keepdim=True) * a).sum(1)  # sum_k alpha_k A_k
         hw = a.shape[2] * a.shape[3]
-        np.testing.assert_allclose(cam_onnx[:, cls] / hw, gradcam.detach().numpy(), atol=1e-4, rtol=0)
+        ref = gradcam.detach().numpy()
+        tol = 1e-4 * max(1.0, float(np.abs(ref).max()))
+        np.testing.assert_allclose(cam_onnx[:, cls] / hw, ref, atol=tol, rtol=0)

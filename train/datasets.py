@@ -139,6 +139,120 @@ def synthetic_photos(n: int, seed: int = 0, size: int = 32) -> ArraySplit:
     return ArraySplit(x=np.clip(x, 0, 255).astype(np.uint8), y=y.astype(np.int64), labels=CIFAR_LABELS)
 
 
+XRAY_LABELS_2 = ["normal", "pneumonia"]
+XRAY_LABELS_3 = ["normal", "pneumonia", "COVID-19"]
+KERMANY_SOURCE = ("Chest X-ray images (pediatric, Guangzhou Women and Children's Medical Center), Kermany et al., "
+                  "Cell 172(5), 2018, 'Labeled OCT and Chest X-Ray Images for Classification' v2; CC BY 4.0. "
+                  "Official split: 5,216 train / 624 test; validation = the index CSV's patient-level split_with_val")
+COVID_SOURCE = ("COVID-19 Image Data Collection (Cohen, Morrison, Dao et al., arXiv:2003.11597), release 2020-06-05, "
+                "frontal views; licenses per image (CC BY, CC BY-SA, CC BY-NC-SA, CC BY-NC-ND, some unstated): "
+                "research and demonstration use only; split by patient here")
+KERMANY_ZIP = "chest_xray_pneumonia/kermany_cxr_224_jpeg.zip"
+KERMANY_CSV = "chest_xray_pneumonia/kermany_cxr_224_index.csv"
+COVID_ZIP = "covid19_cxr/covid19_image_collection_cxr_224.zip"
+COVID_CSV = "covid19_cxr/covid19_image_collection_cxr_224.csv"
+# The COVID collection's split by patient, in percent of a stable hash: train below 70, val below 85.
+COVID_SPLIT = (70, 85)
+# Two patient ids share one image (data README): they are one group, so it stays in one split.
+COVID_SAME_PATIENT = {"201": "78"}
+
+
+def xray_available(data_dir: str | os.PathLike | None = None, covid: bool = False) -> bool:
+    root = resolve_data_dir(data_dir)
+    files = [KERMANY_ZIP, KERMANY_CSV] + ([COVID_ZIP, COVID_CSV] if covid else [])
+    return all((root / f).exists() for f in files)
+
+
+def _read_gray_zip(zip_path: Path, names: list[str]) -> np.ndarray:
+    """Images inside an uncompressed zip -> (N, H, W, 1) uint8 grayscale."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    with zipfile.ZipFile(zip_path) as z:
+        imgs = []
+        for n in names:
+            with Image.open(io.BytesIO(z.read(n))) as im:
+                imgs.append(np.asarray(im.convert("L")))
+    return np.stack(imgs)[..., None] if imgs else np.zeros((0, 224, 224, 1), np.uint8)
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _xray_missing(root: Path, what: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{what} not found under {root}. Pass --data-dir pointing at a folder laid out like "
+        "../shared/data (there is no public direct download: get the Kermany data from Mendeley Data, "
+        "doi 10.17632/rscbjbr9sj.2, and the COVID-19 collection from github.com/ieee8023/covid-chestxray-dataset).")
+
+
+def load_kermany(split: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> ArraySplit:
+    """Kermany 2018 pediatric chest X-rays, (N, 224, 224, 1) uint8, labels normal 0 / pneumonia 1.
+
+    ``split``: "train" (the official train minus the patient-level validation patients), "val"
+    (those patients, from the index CSV's ``split_with_val``) or "test" (the official 624).
+    """
+    root = resolve_data_dir(data_dir)
+    if not xray_available(root):
+        raise _xray_missing(root, "The Kermany chest X-rays (chest_xray_pneumonia/)")
+    rows = [r for r in _csv_rows(root / KERMANY_CSV) if r["split_with_val"] == split]
+    if not rows:
+        raise ValueError(f"unknown split {split!r}: train, val or test")
+    x = _read_gray_zip(root / KERMANY_ZIP, [r["path_in_zip"] for r in rows])
+    return ArraySplit(x=x, y=np.array([int(r["label"]) for r in rows], np.int64), labels=XRAY_LABELS_2)
+
+
+def covid_split_of(patient_id: str) -> str:
+    """train / val / test for a patient of the COVID-19 collection: a stable hash of the id."""
+    import hashlib
+
+    group = COVID_SAME_PATIENT.get(patient_id, patient_id)
+    pct = int(hashlib.sha256(f"covid19|{group}".encode()).hexdigest(), 16) % 100
+    return "train" if pct < COVID_SPLIT[0] else "val" if pct < COVID_SPLIT[1] else "test"
+
+
+def load_covid_collection(split: str, data_dir: str | os.PathLike | None = None, covid: bool = True) -> ArraySplit:
+    """The COVID-19 collection's frontal images of ``split`` (by patient): the COVID-19 ones
+    (label 2) or, with ``covid=False``, its adult non-COVID images (label -1: never trained on;
+    the app's confound probe)."""
+    root = resolve_data_dir(data_dir)
+    if not xray_available(root, covid=True):
+        raise _xray_missing(root, "The COVID-19 Image Data Collection (covid19_cxr/)")
+    rows = [r for r in _csv_rows(root / COVID_CSV) if r["is_covid19"] == ("1" if covid else "0")
+            and (split == "all" or covid_split_of(r["patientid"]) == split)]
+    x = _read_gray_zip(root / COVID_ZIP, [r["png_name"] for r in rows])
+    return ArraySplit(x=x, y=np.full(len(rows), 2 if covid else -1, np.int64), labels=XRAY_LABELS_3)
+
+
+def load_covid3(split: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> ArraySplit:
+    """normal / pneumonia (Kermany, pediatric) + COVID-19 (the collection, adult), same ``split``
+    names as :func:`load_kermany`; the COVID patients are split 70/15/15 by :func:`covid_split_of`."""
+    k = load_kermany(split, data_dir)
+    c = load_covid_collection(split, data_dir)
+    return ArraySplit(x=np.concatenate([k.x, c.x]), y=np.concatenate([k.y, c.y]), labels=XRAY_LABELS_3)
+
+
+def synthetic_xrays(n: int, seed: int = 0, size: int = 224, classes: int = 2) -> ArraySplit:
+    """Tiny learnable stand-in for chest X-rays (for --smoke): two bright 'lungs' on a dark
+    field; class 1 adds a haze over one lung, class 2 haze over both."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    lungs = [((xx - c) / 0.16) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1 for c in (0.3, 0.7)]
+    x = rng.integers(0, 40, (n, size, size)).astype(np.float32)
+    for i, k in enumerate(y):
+        for j, lung in enumerate(lungs):
+            x[i][lung] += 80 if (k == 1 and j == 0) or k == 2 else 170
+    return ArraySplit(x=np.clip(x, 0, 255).astype(np.uint8)[..., None], y=y.astype(np.int64),
+                      labels=XRAY_LABELS_3[:classes])
+
+
 def split_train_val(data: ArraySplit, val_size: int, seed: int) -> tuple[ArraySplit, ArraySplit]:
     """A fixed random hold-out of ``val_size`` examples (the same for a given seed)."""
     order = np.random.default_rng(seed).permutation(len(data))
@@ -165,7 +279,16 @@ def synthetic_digits(n: int, seed: int = 0, size: int = 28) -> ArraySplit:
 LOADERS = {
     "mnist": (load_mnist, synthetic_digits),
     "cifar10": (load_cifar10, synthetic_photos),
+    "xray2": (load_kermany, synthetic_xrays),
+    "xray3": (load_covid3, lambda n, seed=0: synthetic_xrays(n, seed, classes=3)),
 }
+# Datasets whose validation split is given by the data (patient-level), not drawn at random.
+PREDEFINED_VAL = {"xray2", "xray3"}
+SMOKE_SIZES = {"xray2": 48, "xray3": 48}  # 224 px EfficientNet: a few dozen images are seconds
+
+XRAY_NOTE = ("the whole radiograph, squashed to 224x224 without cropping (aspect ratio not kept, as in both "
+             "training sets); DICOM: modality LUT, then VOI LUT / window, MONOCHROME1 inverted; 16-bit or "
+             "12-bit data: 0.5-99.5 percentile window to 8 bits; see convscope/preprocess.py")
 
 # What the model card says about each dataset's input: the app's preprocessing policy
 # (a function name in convscope.preprocess), the pixel format, and where the data came from.
@@ -184,6 +307,20 @@ INPUT_SPECS = {
         "note": "centre crop to a square, then resize to 32x32 with an area filter (CIFAR's photos "
                 "are small, roughly centred objects), see convscope/preprocess.py",
         "data_source": CIFAR_SOURCE,
+        "test_split": "test",
+    },
+    "xray2": {
+        "preprocess": "xray_image",
+        "color": "grayscale (one channel), the radiograph's own polarity: bone and fluid bright",
+        "note": XRAY_NOTE,
+        "data_source": KERMANY_SOURCE,
+        "test_split": "test",
+    },
+    "xray3": {
+        "preprocess": "xray_image",
+        "color": "grayscale (one channel), the radiograph's own polarity: bone and fluid bright",
+        "note": XRAY_NOTE,
+        "data_source": KERMANY_SOURCE + " + " + COVID_SOURCE,
         "test_split": "test",
     },
 }

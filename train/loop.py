@@ -24,7 +24,15 @@ from torch import nn
 from tqdm import tqdm
 
 from train import nets, plots
-from train.datasets import ArraySplit, load_split, split_train_val, synthetic_split
+from train.datasets import (
+    PREDEFINED_VAL,
+    SMOKE_SIZES,
+    ArraySplit,
+    load_split,
+    resolve_data_dir,
+    split_train_val,
+    synthetic_split,
+)
 from train.recipes import Config, Recipe
 
 
@@ -71,6 +79,18 @@ def random_affine(x: torch.Tensor, cfg: Config, gen: torch.Generator) -> torch.T
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_jitter(x: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Tensor:
+    """Per-image brightness and contrast change by up to ``amount`` (relative), pixels kept in
+    [0, 255]: exposure varies between X-ray machines and scanners."""
+    if not amount:
+        return x
+    n = x.shape[0]
+    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * amount
+    shift = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * amount * 128
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + shift).clamp(0, 255)
 
 
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
@@ -178,6 +198,7 @@ def flip_crop(x: torch.Tensor, flip: torch.Tensor | None, pad: int, gen: torch.G
 def evaluate(net: nn.Module, data: ArraySplit, batch_size: int = 500) -> dict:
     """Loss, accuracy and confusion matrix of ``net`` (eval mode) on ``data``."""
     net.eval()
+    batch_size = max(8, batch_size * 1024 // (data.x.shape[1] * data.x.shape[2]))  # bounded memory at 224 px
     k = len(data.labels)
     cm = np.zeros((k, k), np.int64)
     loss_sum = 0.0
@@ -192,8 +213,11 @@ def evaluate(net: nn.Module, data: ArraySplit, batch_size: int = 500) -> dict:
 
 def load_data(recipe: Recipe, cfg: Config, data_dir: str | None, download: bool) -> tuple[ArraySplit, ArraySplit]:
     if cfg.smoke:
-        full = synthetic_split(recipe.dataset, 384, seed=cfg.seed)
-        return split_train_val(full, 128, cfg.seed)
+        n = SMOKE_SIZES.get(recipe.dataset, 384)
+        return split_train_val(synthetic_split(recipe.dataset, n, seed=cfg.seed), n // 3, cfg.seed)
+    if recipe.dataset in PREDEFINED_VAL:  # e.g. patient-level: no patient in both train and val
+        return (load_split(recipe.dataset, "train", data_dir=data_dir, download=download),
+                load_split(recipe.dataset, "val", data_dir=data_dir))
     full = load_split(recipe.dataset, "train", data_dir=data_dir, download=download)
     return split_train_val(full, cfg.val_size, cfg.seed)
 
@@ -214,6 +238,8 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
     resuming = resume and ckpt_path.exists()
     if hasattr(net, "init_from_data") and not resuming:  # e.g. patch whitening from training images
         net.init_from_data(to_float_nchw(train.x[:5000]))
+    if recipe.pretrained and not resuming and not cfg.smoke:  # transfer learning (smoke: random init, no files)
+        net.init_imagenet(str(resolve_data_dir(data_dir) / recipe.pretrained))
     opt, sched = make_optimizer(net, cfg, total_steps)
     lookahead = Lookahead(net, total_steps, cfg.lookahead_every) if cfg.lookahead_every else None
     if resuming:
@@ -248,7 +274,7 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
                    mininterval=2.0, disable=None)
         for step in bar:
             idx = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            x = random_affine(to_float_nchw(train.x[idx]), cfg, gen)
+            x = random_jitter(random_affine(to_float_nchw(train.x[idx]), cfg, gen), cfg.jitter, gen)
             if cfg.flip or cfg.crop_pad:
                 flips = (base_flip[idx] ^ bool(epoch % 2)) if cfg.flip else None
                 x = flip_crop(x, flips, cfg.crop_pad, gen)
@@ -277,14 +303,24 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
                 f"{row['epoch_time_s']:.1f}s (total {train_time / 60:.1f} min)")
         print(line, flush=True)
         print(line, file=log, flush=True)
-        torch.save({"arch": recipe.arch, "arch_kwargs": recipe.arch_kwargs, "recipe": recipe.name,
-                    "state_dict": net.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "config": asdict(cfg), "history": history,
-                    "lookahead": lookahead.avg if lookahead else None,
-                    "epoch": epoch + 1, "train_time_s": train_time, "machine": machine_info(),
-                    "val_confusion": ev["confusion"].tolist()}, ckpt_path)
+        state = {"arch": recipe.arch, "arch_kwargs": recipe.arch_kwargs, "recipe": recipe.name,
+                 "state_dict": net.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "config": asdict(cfg), "history": history,
+                 "lookahead": lookahead.avg if lookahead else None,
+                 "epoch": epoch + 1, "train_time_s": train_time, "machine": machine_info(),
+                 "val_confusion": ev["confusion"].tolist()}
+        torch.save(state, ckpt_path)
+        if cfg.keep_best and row["val_loss"] <= min(h["val_loss"] for h in history):
+            torch.save({k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "lookahead")},
+                       out_dir / "best.pt")
 
     state = torch.load(ckpt_path, weights_only=False)
+    best_path = out_dir / "best.pt"
+    if cfg.keep_best and best_path.exists():  # the kept epoch carries the whole run's curves
+        best = torch.load(best_path, weights_only=False)
+        if len(best["history"]) < len(state["history"]):
+            best["history"] = state["history"]
+            torch.save(best, best_path)
     metrics = {"recipe": recipe.name, "config": state["config"], "history": state["history"],
                "final": state["history"][-1], "train_time_s": state["train_time_s"],
                "machine": state["machine"], "params": nets.count_params(net),

@@ -375,6 +375,65 @@ def load_lite0_imagenet(model: nn.Module, weights_path: str) -> nn.Module:
     return model
 
 
+class XrayLite0(nn.Module):
+    """EfficientNet-Lite0 (timm's TF-faithful ``tf_efficientnet_lite0``) for one-channel chest
+    X-rays at 224x224, with a new ``num_classes`` head.
+
+    The input is grayscale, so the stem takes one channel; :meth:`init_imagenet` folds the
+    ImageNet stem's three colour filters into one by summing them, which gives exactly the
+    ImageNet net's response to the gray image repeated in R, G and B (timm's ``adapt_input_conv``
+    does the same), at a third of the stem's cost. The head is global-average-pool + linear, so
+    class-activation maps are exact. ``temperature`` (1 until calibrated at export) divides the
+    logits: the exported ``probs`` are the calibrated ones.
+    """
+
+    cam_stage = "head"
+    cam_module = "body.bn2"  # the module whose output is the ``head`` map (for autograd Grad-CAM tests)
+    image_size = 224
+
+    def __init__(self, num_classes: int = 2, drop_rate: float = 0.2) -> None:
+        super().__init__()
+        import timm  # only the nets built on it need timm
+
+        self.normalize = Normalize([0.5], [0.5])  # [-1, 1], as the ImageNet weights expect
+        self.body = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
+                                      in_chans=1, drop_rate=drop_rate)
+        self.classifier = self.body.classifier
+        self.register_buffer("temperature", torch.ones(()))
+
+    @torch.no_grad()
+    def init_imagenet(self, weights_path: str) -> None:
+        """Start from the ImageNet weights (all but the 1000-class head)."""
+        full = load_lite0_imagenet(tf_efficientnet_lite0(), weights_path).state_dict()
+        full["conv_stem.weight"] = full["conv_stem.weight"].sum(1, keepdim=True)
+        for k in ("classifier.weight", "classifier.bias"):
+            full.pop(k)
+        missing, unexpected = self.body.load_state_dict(full, strict=False)
+        if unexpected or sorted(missing) != ["classifier.bias", "classifier.weight"]:
+            raise ValueError(f"ImageNet weights do not fit: missing {missing}, unexpected {unexpected}")
+
+    def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
+        b = self.body
+        stem = b.bn1(b.conv_stem(self.normalize(x)))  # 112 px, 32 channels
+        stages = OrderedDict(stem=stem)
+        h = stem
+        for i, block in enumerate(b.blocks):
+            h = block(h)
+            if i in (1, 2, 4):  # 56 px (24 ch), 28 px (40 ch), 14 px (112 ch)
+                stages[f"blocks{i}"] = h
+        head = b.bn2(b.conv_head(h))  # 7 px, 1280 channels: what the classifier pools
+        stages["head"] = head
+        logits = self.classifier(F.dropout(b.global_pool(head), b.drop_rate, self.training))
+        return logits / self.temperature, stages
+
+    def stage_convs(self) -> OrderedDict[str, nn.Conv2d | None]:
+        # later stages end in 1x1 projections: their "filters" are not pictures, so only the stem's
+        return OrderedDict(stem=self.body.conv_stem, blocks1=None, blocks2=None, blocks4=None, head=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(x)[0]
+
+
 class ImageNetStem(nn.Module):
     """The first layer of ImageNet-trained EfficientNet-Lite0: 32 filters of 3x3x3, stride 2,
     batch norm and ReLU6. Not a classifier: served so the Feature maps tab can show trained
@@ -404,6 +463,7 @@ NETS: dict[str, type[nn.Module]] = {
     "cifar_resnet": CifarResNet,
     "cifar_simple": CifarSimple,
     "cifar_inception": CifarInception,
+    "xray_lite0": XrayLite0,
 }
 
 

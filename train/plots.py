@@ -52,6 +52,24 @@ def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str) ->
     plt.close(fig)
 
 
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path, title: str,
+             points: dict[str, tuple[float, float]] | None = None) -> None:
+    """ROC curves ``{name: (fpr, tpr, auc)}``, with operating points ``{name: (fpr, tpr)}`` marked."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4), dpi=100)
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    for name, (x, y) in (points or {}).items():
+        ax.plot([x], [y], "o", ms=7, label=name)
+    ax.plot([0, 1], [0, 1], ":", color="gray", lw=1)
+    ax.set(xlabel="false-positive rate (1 - specificity)", ylabel="true-positive rate (sensitivity)",
+           xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 if __name__ == "__main__":  # python -m train.plots runs/<recipe>: redraw a run's figures from metrics.json
     import json
     import sys

@@ -28,6 +28,7 @@ from convscope.tabs.digits import sketch_image
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # made by scripts/make_examples.py
 MAX_STAGES = 6  # UI slots; a model's first MAX_STAGES stages are shown
+MAX_CHANNELS = 128  # per stage grid: EfficientNet's 1280-channel head would be an unreadable wall
 ENLARGED = 224  # px
 
 
@@ -70,9 +71,12 @@ def render(ins: Inspection, cam_class: str | None = None, opacity: float = 0.5) 
     card = ins.model.card
     stages = []
     for name, maps in list(ins.stages.items())[:MAX_STAGES]:
-        img, lo, hi, cols, side = viz.activation_grid(maps)
+        img, lo, hi, cols, side = viz.activation_grid(maps[:MAX_CHANNELS])
+        info = stage_info(ins.model, name, maps, lo, hi)
+        if len(maps) > MAX_CHANNELS:
+            info += f" Showing channels 0-{MAX_CHANNELS - 1} of {len(maps)}."
         stages.append({"name": name, "grid": img, "legend": viz.colorbar(lo, hi, "viridis", "activation"),
-                       "info": stage_info(ins.model, name, maps, lo, hi), "cols": cols, "side": side,
+                       "info": info, "cols": cols, "side": side,
                        "lo": lo, "hi": hi})
     out = {"stages": stages, "top": None if ins.probs is None else top_k(ins.probs, card.labels), "cam": None}
     if ins.cam is not None:
@@ -223,7 +227,8 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
             name = list(ins.stages)[i]
             maps = ins.stages[name]
             side = viz.tile_side(maps.shape[1])
-            ch = viz.grid_cell(evt.index[0], evt.index[1], side, side, viz.columns(len(maps)), len(maps))
+            n = min(len(maps), MAX_CHANNELS)  # the grid shows at most MAX_CHANNELS tiles
+            ch = viz.grid_cell(evt.index[0], evt.index[1], side, side, viz.columns(n), n)
             return gr.update() if ch is None else enlarge(ins, name, ch)
 
         s["grid"].select(pick, state, s["big"], api_visibility="private")
