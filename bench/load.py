@@ -52,7 +52,14 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
     path = str(tmp / "seven.png")
     img.save(path)
     photo = REPO / "examples" / "photos" / "cat_chelsea.jpg"
-    seven, cat = Path(path).read_bytes(), photo.read_bytes()
+    film = Image.new("L", (512, 512), 30)  # a film-like picture: two lung fields and a spine
+    draw = ImageDraw.Draw(film)
+    for x0 in (90, 290):
+        draw.ellipse([x0, 100, x0 + 130, 420], fill=120)
+    draw.rectangle([246, 40, 266, 500], fill=230)
+    film_path = str(tmp / "film.png")
+    film.save(film_path)
+    seven, cat, film_bytes = Path(path).read_bytes(), photo.read_bytes(), Path(film_path).read_bytes()
 
     def rest(endpoint: str, data: bytes):
         return lambda c: c.post(endpoint, files={"image": ("x", data)}).raise_for_status()
@@ -62,10 +69,13 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
                                              api_name="/predict_digit"),
         "feature_maps": lambda c: c.predict("mnist_cnn", handle_file(path), api_name="/feature_maps"),
         "classify_image": lambda c: c.predict(handle_file(str(photo)), api_name="/classify_image"),
+        "diagnose_xray": lambda c: c.predict(handle_file(film_path), "xray_pneumonia", "fp32",
+                                             api_name="/diagnose_xray"),
         "echo": lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(path)},
                                     api_name="/echo"),
         "rest_predict_digit": rest("predict/mnist_cnn", seven),
         "rest_classify_image": rest("predict/cifar_resnet", cat),
+        "rest_diagnose_xray": rest("predict/xray_pneumonia", film_bytes),
         "rest_echo": rest("echo", seven),
     }
     connect = {"gradio": lambda: Client(url, verbose=False),
@@ -73,14 +83,19 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
     return calls, connect
 
 
-GRADIO_MIX = ["predict_digit", "feature_maps", "classify_image"]
-REST_MIX = ["rest_predict_digit", "rest_classify_image"]
+GRADIO_MIX = ["predict_digit", "feature_maps", "classify_image", "diagnose_xray"]
+REST_MIX = ["rest_predict_digit", "rest_classify_image", "rest_diagnose_xray"]
 
 
 def run_load(url: str, clients: int, seconds: float, endpoints: list[str] | None = None,
-             server_pid: int | None = None) -> dict:
+             server_pid: int | None = None, warmup_s: float = 0.0) -> dict:
     """``clients`` threads, each with its own connection per API, cycling through ``endpoints``
-    (default: every image endpoint, Gradio and REST) for ``seconds``."""
+    (default: every image endpoint, Gradio and REST) for ``warmup_s`` + ``seconds``.
+
+    Memory: the server's resident set is sampled every few seconds; growth is measured from the
+    end of the warm-up (the same load, so allocator arenas and ONNX Runtime's per-thread buffers
+    have reached their working size) to the end, and the samples are returned so a plateau can
+    be told from a leak. Latencies and errors count the whole run."""
     tmp = Path(tempfile.mkdtemp())
     calls, connect = make_calls(tmp, url)
     names = endpoints or GRADIO_MIX + REST_MIX
@@ -93,10 +108,16 @@ def run_load(url: str, clients: int, seconds: float, endpoints: list[str] | None
     def call(name: str, conn: dict) -> None:
         calls[name](conn["rest" if name.startswith("rest_") else "gradio"])
 
-    for n in names:  # warm-up
+    for n in names:  # one call each before the clock starts
         call(n, conns[0])
-    rss0 = rss_mb(server_pid) if server_pid else None
-    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    deadline = start + warmup_s + seconds
+    samples: list[tuple[float, float]] = []  # (seconds since start, RSS MB)
+    done = threading.Event()
+
+    def sample() -> None:
+        while server_pid and not done.wait(5.0):
+            samples.append((time.perf_counter() - start, rss_mb(server_pid)))
 
     def worker(i: int) -> None:
         k = i
@@ -113,11 +134,15 @@ def run_load(url: str, clients: int, seconds: float, endpoints: list[str] | None
                     errors.append(f"{name}: {type(e).__name__}: {e}"[:200])
 
     t0 = time.perf_counter()
+    rss_start = rss_mb(server_pid) if server_pid else None
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    done.set()
     wall = time.perf_counter() - t0
     out = {"clients": clients, "seconds": wall, "errors": len(errors), "error_examples": errors[:5],
            "requests": sum(len(v) for v in lat.values()), "endpoints": {}}
@@ -128,8 +153,14 @@ def run_load(url: str, clients: int, seconds: float, endpoints: list[str] | None
                                "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99))}
     if server_pid:
         rss1 = rss_mb(server_pid)
-        out["rss_mb_start"], out["rss_mb_end"] = rss0, rss1
-        out["rss_growth_pct"] = 100 * (rss1 - rss0) / rss0
+        after_warmup = [r for t, r in samples if t >= warmup_s]
+        rss0 = after_warmup[0] if warmup_s and after_warmup else rss_start
+        out |= {"rss_mb_before_load": rss_start, "warmup_s": warmup_s, "rss_mb_start": rss0, "rss_mb_end": rss1,
+                "rss_growth_pct": 100 * (rss1 - rss0) / rss0, "rss_samples": samples}
+        half = [(t, r) for t, r in samples if t >= warmup_s + seconds / 2]
+        if len(half) >= 2:  # MB per minute over the second half: ~0 for a plateau, steady for a leak
+            ts, rs = np.array(half).T
+            out["rss_slope_mb_per_min_second_half"] = float(np.polyfit(ts / 60, rs, 1)[0])
     return out
 
 
@@ -137,12 +168,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--warmup", type=float, default=60, help="seconds of load before memory growth is measured")
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "load.json"))
     args = ap.parse_args()
     port = 7950 + os.getpid() % 40
     proc = start_app(port)
     try:
-        r = run_load(f"http://127.0.0.1:{port}/", args.clients, args.seconds, server_pid=proc.pid)
+        r = run_load(f"http://127.0.0.1:{port}/", args.clients, args.seconds, server_pid=proc.pid,
+                     warmup_s=args.warmup)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -151,8 +184,10 @@ def main() -> None:
     for n, e in r["endpoints"].items():
         print(f"  /{n:<14} {e['per_s']:6.1f}/s   p50 {e['p50_ms']:6.0f} ms   p95 {e['p95_ms']:6.0f} ms   "
               f"p99 {e['p99_ms']:6.0f} ms")
-    print(f"server resident memory {r['rss_mb_start']:.0f} MB -> {r['rss_mb_end']:.0f} MB "
-          f"({r['rss_growth_pct']:+.1f}%)")
+    print(f"server resident memory {r['rss_mb_before_load']:.0f} MB idle; {r['rss_mb_start']:.0f} MB after "
+          f"{r['warmup_s']:.0f} s of warm-up load -> {r['rss_mb_end']:.0f} MB at the end "
+          f"({r['rss_growth_pct']:+.1f}%); second-half slope "
+          f"{r.get('rss_slope_mb_per_min_second_half', float('nan')):+.2f} MB/min")
     for e in r["error_examples"]:
         print("  error:", e)
     out = Path(args.json)

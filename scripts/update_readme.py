@@ -16,6 +16,7 @@ sys.path.insert(0, str(REPO))
 from convscope.cards import CLASSIFIER_TABS, ModelCard, find_cards  # noqa: E402
 
 START, END = "<!-- results:start (scripts/update_readme.py) -->", "<!-- results:end -->"
+XRAY_START, XRAY_END = "<!-- xray-results:start (scripts/update_readme.py) -->", "<!-- xray-results:end -->"
 CMP_START, CMP_END = "<!-- cifar-comparison:start (scripts/update_readme.py) -->", "<!-- cifar-comparison:end -->"
 
 
@@ -60,8 +61,54 @@ def comparison(models_dir: Path = REPO / "models") -> str:
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def xray_table(models_dir: Path = REPO / "models") -> str:
+    """The X-ray models' clinical figures (official test split, ONNX Runtime), from their cards."""
+    cards = [c for c in (ModelCard.load(p) for p in find_cards(models_dir)) if c.tab == "xray"]
+    out = ["| model | test accuracy | ROC AUC | at the validation-chosen operating point | calibration "
+           "(T fitted on validation) | INT8 | training (2-core CPU) |",
+           "|---|---:|---:|---|---|---|---|"]
+    notes = []
+    for c in cards:
+        m, cal, t = c.metrics, c.calibration, c.training
+        if isinstance(m["roc_auc"], float):
+            auc = f"{m['roc_auc']:.4f}"
+            op = cal["operating_point"]["test"]
+            point = (f"threshold {cal['threshold']:.3f}: sensitivity {_pct(op['sensitivity'])}, "
+                     f"specificity {_pct(op['specificity'])}, PPV {_pct(op['ppv'])}")
+        else:
+            auc = ", ".join(f"{k} {v:.3f}" for k, v in m["roc_auc"].items())
+            point = "argmax; sensitivity / PPV: " + ", ".join(
+                f"{k} {_pct(v['sensitivity'])} / {_pct(v['ppv'])}" for k, v in m["per_class"].items())
+        v = c.variants.get("int8")
+        int8 = (f"{v['accuracy']:.2%} ({v['accuracy_drop_pp']:+.2f} pp), "
+                f"{'shipped' if v['shipped'] else 'not shipped'}, {v['latency']['median_ms']:.1f} ms vs "
+                f"{c.artifacts['latency']['median_ms']:.1f} ms" if v else "—")
+        ece = cal["test"]
+        out.append(f"| `{c.name}` | **{m['accuracy']:.2%}** (n={m['n']}) | **{auc}** | {point} "
+                   f"| T={cal['temperature']:.2f}, test ECE {ece['ece_before']:.3f} → {ece['ece_after']:.3f} "
+                   f"| {int8} | {t['train_time_s'] / 60:.0f} min, epoch {t['epochs']} of {t.get('epochs_run')} |")
+        tl = m.get("transfer_learning")
+        if tl:
+            notes.append(f"- Transfer learning (`{c.name}`): the same network trained from scratch with the same "
+                         "recipe "
+                         f"reaches {tl['from_scratch']['accuracy']:.2%} / AUC {tl['from_scratch']['roc_auc']:.4f}; "
+                         f"ImageNet weights add **{tl['accuracy_gain_pp']:+.2f} points** of accuracy and "
+                         f"**{tl['roc_auc_gain']:+.4f}** AUC (models/{tl['baseline_file']}).")
+        probe = m.get("confound_probe")
+        if probe:
+            notes.append(f"- Source confound (`{c.name}`): of {probe['n']} adult non-COVID films from the COVID "
+                         f"collection, never trained on, it calls **{probe['called_covid_fraction']:.0%} COVID-19** "
+                         f"({', '.join(f'{k} {n}' for k, n in probe['predicted'].items())}).")
+    return "\n".join(out + (["", *notes] if notes else []))
+
+
 def render(readme: str) -> str:
-    for start, end, make in ((START, END, table), (CMP_START, CMP_END, comparison)):
+    for start, end, make in ((START, END, table), (CMP_START, CMP_END, comparison),
+                             (XRAY_START, XRAY_END, xray_table)):
         if start in readme:
             head, rest = readme.split(start, 1)
             _, tail = rest.split(end, 1)

@@ -51,6 +51,53 @@ def animated_gif() -> bytes:
     return save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
+def film(seed: int = 0, side: int = 256) -> np.ndarray:
+    """A film-like 8-bit image using the full 0-255 range: dark field, two bright lung fields,
+    a brighter spine, noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    a = 30 + 20 * rng.random((side, side))
+    for c in (0.3, 0.7):
+        a[((xx - c) / 0.17) ** 2 + ((yy - 0.5) / 0.32) ** 2 < 1] += 90
+    a[np.abs(xx - 0.5) < 0.04] += 140
+    a = (a - a.min()) / (a.max() - a.min()) * 255
+    return np.round(a).astype(np.uint8)
+
+
+def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12,
+                window: tuple[float, float] | None = None, voi_lut: np.ndarray | None = None,
+                slope: float = 1.0, intercept: float = 0.0, pixel_data: bool = True) -> bytes:
+    """A DICOM Part 10 file (explicit VR little endian, 16 bits allocated) made with pydicom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID = "DX", "Test^Synthetic", "0"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if voi_lut is not None:
+        item = Dataset()
+        item.LUTDescriptor = [len(voi_lut), 0, 16]
+        item.add_new(0x00283006, "OW", np.asarray(voi_lut, "<u2").tobytes())  # LUT Data
+        ds.VOILUTSequence = Sequence([item])
+    if pixel_data:
+        ds.PixelData = pixels.astype("<u2").tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def corrupt_crc() -> bytes:
     data = bytearray(save(digit_rgb(), "PNG"))
     data[40] ^= 0xFF
@@ -106,6 +153,12 @@ CASES: list[tuple[str, Callable[[], bytes], str, str]] = [
     ("noise", lambda: save(Image.fromarray(np.random.default_rng(0).integers(0, 256, (280, 280), np.uint8)), "PNG"),
      "png", "either"),
     ("ico", lambda: save(digit_rgb(64), "ICO"), "ico", "either"),
+    ("dicom_no_pixel_data", lambda: dicom_bytes(film(), pixel_data=False), "dcm", "error"),
+    ("dicom_cut_short", lambda: dicom_bytes(film())[:-5000], "dcm", "error"),
+    ("dicom_garbage_after_preamble", lambda: b"\0" * 128 + b"DICM" + bytes(range(256)) * 4, "dcm", "error"),
+    ("dicom_monochrome1_12bit", lambda: dicom_bytes(4095 - film().astype(np.uint16) * 16, photometric="MONOCHROME1"),
+     "dcm", "either"),
+    ("dicom_named_png", lambda: dicom_bytes(film().astype(np.uint16) * 16, window=(2000, 1000)), "png", "either"),
 ]
 
 

@@ -42,8 +42,15 @@ def test_predict_contract(http, client, model):
     assert body["precision"] == "fp32"
     probs = list(body["probabilities"].values())
     assert list(body["probabilities"]) == sorted(body["probabilities"], key=body["probabilities"].get, reverse=True)
-    assert set(body["probabilities"]) == set(card.labels) and body["label"] == next(iter(body["probabilities"]))
+    assert set(body["probabilities"]) == set(card.labels)
     assert sum(probs) == pytest.approx(1, abs=1e-4) and body["latency_ms"] > 0
+    if card.tab == "xray":  # the label is the decision at the card's threshold, as in the tab
+        ui = client.predict(handle_file(str(path)), model, "fp32", api_name="/diagnose_xray")
+        assert ui["decision"] == body["label"]
+        for k, v in ui["probabilities"].items():
+            assert v == pytest.approx(body["probabilities"][k], abs=1e-6)
+        return
+    assert body["label"] == next(iter(body["probabilities"]))
     # the same answer as the Gradio endpoint of its tab
     if card.tab == "cifar10":
         ui = client.predict(handle_file(str(path)), model, api_name="/classify_image")
@@ -85,7 +92,7 @@ def test_openapi_docs_are_served(http):
     assert http.get("docs").status_code == 200
 
 
-@pytest.mark.parametrize("model", ["mnist_cnn", "cifar_resnet"])
+@pytest.mark.parametrize("model", ["mnist_cnn", "cifar_resnet", "xray_pneumonia"])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_corpus(http, case, model):
     """Every corpus file: an answer or a JSON 4xx with a reason, never a 5xx; then a normal request works."""
@@ -99,7 +106,7 @@ def test_bad_input_corpus(http, case, model):
         assert isinstance(detail, str) and detail and "Traceback" not in detail
     if model == "mnist_cnn" and expected in ("ok", "error"):
         assert (r.status_code == 200) == (expected == "ok"), f"{name}: {r.status_code} {r.text[:200]}"
-    normal = CAT if model.startswith("cifar") else REPO / "examples" / "digit_7.png"
+    normal = REPO / "examples" / "digit_7.png" if model.startswith("mnist") else CAT
     assert predict(http, model, normal.read_bytes(), normal.name).status_code == 200
 
 

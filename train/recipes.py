@@ -198,7 +198,7 @@ RECIPES: dict[str, Recipe] = {
                         "normal/pneumonia films plus the adult COVID-19 films of the COVID-19 Image Data "
                         "Collection (split by patient). Same recipe as xray_pneumonia.",
             arch_kwargs={"num_classes": 3},
-            config=Config(epochs=5, batch_size=32, lr=5e-4, optimizer="adamw", weight_decay=0.02,
+            config=Config(epochs=4, batch_size=32, lr=5e-4, optimizer="adamw", weight_decay=0.02,
                           warmup=0.15, keep_best=True, **_XRAY_AUG),
             pretrained=LITE0_WEIGHTS,
             int8=True,
