@@ -67,6 +67,8 @@ def _pct(x: float | None) -> str:
 
 def xray_table(models_dir: Path = REPO / "models") -> str:
     """The X-ray models' clinical figures (official test split, ONNX Runtime), from their cards."""
+    from convscope.tabs.xray import confound_sentence, transfer_sentence
+
     cards = [c for c in (ModelCard.load(p) for p in find_cards(models_dir)) if c.tab == "xray"]
     out = ["| model | test accuracy | ROC AUC | at the validation-chosen operating point | calibration "
            "(T fitted on validation) | INT8 | training (2-core CPU) |",
@@ -91,18 +93,7 @@ def xray_table(models_dir: Path = REPO / "models") -> str:
         out.append(f"| `{c.name}` | **{m['accuracy']:.2%}** (n={m['n']}) | **{auc}** | {point} "
                    f"| T={cal['temperature']:.2f}, test ECE {ece['ece_before']:.3f} → {ece['ece_after']:.3f} "
                    f"| {int8} | {t['train_time_s'] / 60:.0f} min, epoch {t['epochs']} of {t.get('epochs_run')} |")
-        tl = m.get("transfer_learning")
-        if tl:
-            notes.append(f"- Transfer learning (`{c.name}`): the same network trained from scratch with the same "
-                         "recipe "
-                         f"reaches {tl['from_scratch']['accuracy']:.2%} / AUC {tl['from_scratch']['roc_auc']:.4f}; "
-                         f"ImageNet weights add **{tl['accuracy_gain_pp']:+.2f} points** of accuracy and "
-                         f"**{tl['roc_auc_gain']:+.4f}** AUC (models/{tl['baseline_file']}).")
-        probe = m.get("confound_probe")
-        if probe:
-            notes.append(f"- Source confound (`{c.name}`): of {probe['n']} adult non-COVID films from the COVID "
-                         f"collection, never trained on, it calls **{probe['called_covid_fraction']:.0%} COVID-19** "
-                         f"({', '.join(f'{k} {n}' for k, n in probe['predicted'].items())}).")
+        notes += [f"- {x}" for x in (transfer_sentence(c), confound_sentence(c)) if x]
     return "\n".join(out + (["", *notes] if notes else []))
 
 

@@ -74,7 +74,10 @@ _XRAY_LIMITS = (
     "Sees the whole film squashed to 224x224: fine detail is lost, and it can use shortcuts (text markers, "
     "borders, exposure) as well as the lungs; the heatmap shows where the evidence came from, not why.",
 )
-_XRAY_AUG = {"rotate": 10.0, "translate": 0.06, "scale": 0.1, "jitter": 0.2}
+# one recipe for all X-ray runs (only epochs and the peak lr differ): AdamW, one-cycle, early stopping,
+# light geometry and exposure augmentation
+_XRAY_TRAIN = {"batch_size": 32, "optimizer": "adamw", "weight_decay": 0.02, "warmup": 0.15, "keep_best": True,
+               "rotate": 10.0, "translate": 0.06, "scale": 0.1, "jitter": 0.2}
 LITE0_WEIGHTS = "weights/efficientnet-lite0-57934424.pth"
 
 RECIPES: dict[str, Recipe] = {
@@ -169,8 +172,7 @@ RECIPES: dict[str, Recipe] = {
                         "rotation/shift/zoom and exposure jitter, the epoch of lowest validation loss kept; "
                         "temperature and decision threshold fitted on the patient-level validation split.",
             arch_kwargs={"num_classes": 2},
-            config=Config(epochs=6, batch_size=32, lr=5e-4, optimizer="adamw", weight_decay=0.02,
-                          warmup=0.15, keep_best=True, **_XRAY_AUG),
+            config=Config(epochs=6, lr=5e-4, **_XRAY_TRAIN),
             pretrained=LITE0_WEIGHTS,
             int8=True,
             limitations=_XRAY_LIMITS,
@@ -184,8 +186,7 @@ RECIPES: dict[str, Recipe] = {
             description="The same network, data, augmentation and epochs as xray_pneumonia, from a "
                         "random initialisation (a higher peak learning rate, as usual from scratch).",
             arch_kwargs={"num_classes": 2},
-            config=Config(epochs=6, batch_size=32, lr=2e-3, optimizer="adamw", weight_decay=0.02,
-                          warmup=0.15, keep_best=True, **_XRAY_AUG),
+            config=Config(epochs=6, lr=2e-3, **_XRAY_TRAIN),
             limitations=_XRAY_LIMITS,
         ),
         Recipe(
@@ -198,8 +199,7 @@ RECIPES: dict[str, Recipe] = {
                         "normal/pneumonia films plus the adult COVID-19 films of the COVID-19 Image Data "
                         "Collection (split by patient). Same recipe as xray_pneumonia.",
             arch_kwargs={"num_classes": 3},
-            config=Config(epochs=4, batch_size=32, lr=5e-4, optimizer="adamw", weight_decay=0.02,
-                          warmup=0.15, keep_best=True, **_XRAY_AUG),
+            config=Config(epochs=4, lr=5e-4, **_XRAY_TRAIN),
             pretrained=LITE0_WEIGHTS,
             int8=True,
             limitations=(*_XRAY_LIMITS,

@@ -21,6 +21,7 @@ import gradio as gr
 import numpy as np
 
 from convscope import visualize as viz
+from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, read_image, xray_warnings
 from convscope.rest import MAX_UPLOAD_BYTES
 from convscope.runtime import MAIN_PRECISION, Registry, ServedModel
@@ -84,6 +85,29 @@ def decision_text(model: ServedModel, probs: np.ndarray, decided: int) -> str:
             f"(sensitivity), and **{_pct(rates['ppv'])} of its {labels[decided]} calls were right** (PPV).")
 
 
+def transfer_sentence(card: ModelCard) -> str | None:
+    """What ImageNet pretraining bought, from the card (None without a from-scratch baseline)."""
+    m, tl = card.metrics, card.metrics.get("transfer_learning")
+    if not tl:
+        return None
+    s = tl["from_scratch"]
+    return (f"**Transfer learning** (`{card.name}`): from ImageNet {m['accuracy']:.2%} / AUC {m['roc_auc']:.4f}; the "
+            f"same network and recipe from scratch {s['accuracy']:.2%} / AUC {s['roc_auc']:.4f}: ImageNet adds "
+            f"**{tl['accuracy_gain_pp']:+.2f} points** of accuracy and **{tl['roc_auc_gain']:+.4f}** AUC "
+            f"(models/{tl['baseline_file']}).")
+
+
+def confound_sentence(card: ModelCard) -> str | None:
+    """The source-confound probe, from the card (None for models without one)."""
+    probe = card.metrics.get("confound_probe")
+    if not probe:
+        return None
+    counts = ", ".join(f"{k} {n}" for k, n in probe["predicted"].items())
+    return (f"**Source confound check** (`{card.name}`): of {probe['n']} adult non-COVID films from the COVID "
+            f"collection (never trained on) it calls **{probe['called_covid_fraction']:.0%} COVID-19** ({counts}). "
+            "A high share means it recognises the source (adult films, other hospitals) rather than the disease.")
+
+
 def card_summary(model: ServedModel) -> str:
     """The card's key facts as markdown: data, metrics, calibration, training, use and limits."""
     c = model.card
@@ -101,17 +125,7 @@ def card_summary(model: ServedModel) -> str:
         t = cal["test"]
         lines.append(f"- **Calibration**: temperature {cal['temperature']:.2f} fitted on validation; expected "
                      f"calibration error on test {t['ece_before']:.3f} → {t['ece_after']:.3f}.")
-    tl = m.get("transfer_learning")
-    if tl:
-        lines.append(f"- **Transfer learning**: from ImageNet {m['accuracy']:.1%} / AUC {m['roc_auc']:.3f}; the "
-                     f"same net from scratch {tl['from_scratch']['accuracy']:.1%} / AUC "
-                     f"{tl['from_scratch']['roc_auc']:.3f} (gain {tl['accuracy_gain_pp']:+.1f} points).")
-    probe = m.get("confound_probe")
-    if probe:
-        lines.append(f"- **Source confound check**: of {probe['n']} adult non-COVID films from the COVID "
-                     f"collection (never trained on), the model called **{probe['called_covid_fraction']:.0%} "
-                     f"COVID-19** ({probe['predicted']}). A high share means it recognises the source "
-                     "(adult, other hospitals) rather than the disease.")
+    lines += [f"- {x}" for x in (transfer_sentence(c), confound_sentence(c)) if x]
     if tr.get("train_time_s"):
         cores = (tr.get("machine") or {}).get("cores")
         lines.append(f"- **Training**: {tr['train_time_s'] / 60:.0f} min on a {cores}-core CPU, "
