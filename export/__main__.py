@@ -35,6 +35,7 @@ from train import nets, plots
 from train.datasets import (
     INPUT_SPECS,
     PREDEFINED_VAL,
+    SMOKE_SIZES,
     load_covid_collection,
     load_split,
     split_train_val,
@@ -126,7 +127,8 @@ def int8_variant(recipe, fp32_path: Path, out_path: Path, fp32_metrics: dict, te
 def calibration_images(recipe, data_dir: str | None, smoke: bool) -> np.ndarray:
     """calibration_count() random images of the recipe's training split (never validation or test)."""
     cfg = recipe.config
-    full = synthetic_split(recipe.dataset, 256, seed=2) if smoke else load_split(recipe.dataset, "train", data_dir)
+    full = (synthetic_split(recipe.dataset, SMOKE_SIZES.get(recipe.dataset, 256), seed=2) if smoke
+            else load_split(recipe.dataset, "train", data_dir))
     predefined = smoke or recipe.dataset in PREDEFINED_VAL  # then "train" already excludes validation
     train, _ = split_train_val(full, 0 if predefined else cfg.val_size, cfg.seed)
     n = calibration_count(train.x.shape[1] * train.x.shape[2])
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
     models_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
 
-    test = (synthetic_split(recipe.dataset, 200, seed=1) if args.smoke
+    test = (synthetic_split(recipe.dataset, SMOKE_SIZES.get(recipe.dataset, 200), seed=1) if args.smoke
             else load_split(recipe.dataset, INPUT_SPECS[recipe.dataset]["test_split"], data_dir=args.data_dir))
     calibrated = recipe.dataset in PREDEFINED_VAL  # X-ray: temperature and threshold fitted on validation
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,4 +32,4 @@ def test_hugging_face_space_layout():
     assert meta["sdk_version"].split(".")[0] == gradio.__version__.split(".")[0]
     reqs = [r.split("#")[0].strip() for r in (REPO / "requirements.txt").read_text().splitlines()]
     names = {re.split(r"[<>=\[ ]", r)[0].lower() for r in reqs if r}
-    assert names == {"onnxruntime", "numpy", "pillow"}, names  # no torch, onnx, timm at serving time
+    assert names == {"onnxruntime", "numpy", "pillow", "pydicom"}, names  # no torch, onnx, timm at serving time

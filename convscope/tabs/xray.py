@@ -80,9 +80,14 @@ def decision_text(model: ServedModel, probs: np.ndarray, decided: int) -> str:
                 f"**{_pct(op['specificity'])} of the normal ones** (specificity); "
                 f"{_pct(op['ppv'])} of its {pos} calls were right. The threshold was chosen on validation only.")
     rates = cal["operating_point"]["test"][labels[decided]]
-    return (f"**{labels[decided]}** is the most probable class ({probs[decided]:.0%}).\n\nOn the test split "
+    text = (f"**{labels[decided]}** is the most probable class ({probs[decided]:.0%}).\n\nOn the test split "
             f"({test} films), the model found **{_pct(rates['sensitivity'])} of the {labels[decided]} films** "
             f"(sensitivity), and **{_pct(rates['ppv'])} of its {labels[decided]} calls were right** (PPV).")
+    if "COVID-19" in labels:
+        text += ("\n\n⚠️ **Source confound:** every COVID-19 film it learned from is adult and from other "
+                 "hospitals, every other film pediatric from one hospital: it may recognise where a film comes "
+                 "from rather than COVID-19 (the model card shows the evidence).")
+    return text
 
 
 def transfer_sentence(card: ModelCard) -> str | None:
