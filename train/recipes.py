@@ -199,7 +199,7 @@ RECIPES: dict[str, Recipe] = {
                         "normal/pneumonia films plus the adult COVID-19 films of the COVID-19 Image Data "
                         "Collection (split by patient). Same recipe as xray_pneumonia.",
             arch_kwargs={"num_classes": 3},
-            config=Config(epochs=4, lr=5e-4, **_XRAY_TRAIN),
+            config=Config(epochs=3, lr=5e-4, **_XRAY_TRAIN),
             pretrained=LITE0_WEIGHTS,
             int8=True,
             limitations=(*_XRAY_LIMITS,
