@@ -30,7 +30,7 @@ class ExportWrapper(nn.Module):
 
     def input_chw(self) -> tuple[int, int, int]:
         # every net documents its input through its Normalize buffers (channels) and image size
-        c = self.net.normalize.mean.shape[1]
+        c = getattr(self.net, "in_channels", None) or self.net.normalize.mean.shape[1]
         size = getattr(self.net, "image_size", 28)
         return (c, size, size)
 

@@ -240,6 +240,7 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
         net.init_from_data(to_float_nchw(train.x[:5000]))
     if recipe.pretrained and not resuming and not cfg.smoke:  # transfer learning (smoke: random init, no files)
         net.init_imagenet(str(resolve_data_dir(data_dir) / recipe.pretrained))
+    frozen = net.freeze_early(cfg.freeze_stages) if cfg.freeze_stages else []
     opt, sched = make_optimizer(net, cfg, total_steps)
     lookahead = Lookahead(net, total_steps, cfg.lookahead_every) if cfg.lookahead_every else None
     if resuming:
@@ -264,6 +265,8 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
     for epoch in range(start_epoch, n_epochs):
         t0 = time.perf_counter()
         net.train()
+        for m in frozen:  # frozen batch norms keep their pretrained statistics
+            m.eval()
         if cfg.whiten_bias_epochs and hasattr(net, "whiten"):
             net.whiten.bias.requires_grad_(epoch < cfg.whiten_bias_epochs)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # resumable shuffles

@@ -375,6 +375,24 @@ def load_lite0_imagenet(model: nn.Module, weights_path: str) -> nn.Module:
     return model
 
 
+class PerImageStandardize(nn.Module):
+    """Each image to zero mean and standard deviation ``scale`` over its own pixels.
+
+    Films differ in exposure and contrast between machines, hospitals and years (the Kermany test
+    films are darker and flatter on average than the training ones); standardising every film
+    removes those global differences before the first convolution, in the graph, for training
+    and serving alike. ``scale`` 0.5 matches the spread of ImageNet inputs scaled to [-1, 1]."""
+
+    def __init__(self, scale: float = 0.5, eps: float = 1.0) -> None:
+        super().__init__()
+        self.scale, self.eps = scale, eps  # eps in pixel units: a uniform image stays finite
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) / (std + self.eps) * self.scale
+
+
 class XrayLite0(nn.Module):
     """EfficientNet-Lite0 (timm's TF-faithful ``tf_efficientnet_lite0``) for one-channel chest
     X-rays at 224x224, with a new ``num_classes`` head.
@@ -385,17 +403,25 @@ class XrayLite0(nn.Module):
     does the same), at a third of the stem's cost. The head is global-average-pool + linear, so
     class-activation maps are exact. ``temperature`` (1 until calibrated at export) divides the
     logits: the exported ``probs`` are the calibrated ones.
+
+    ``standardize``: per-image standardisation instead of the fixed [-1, 1] scaling (see
+    :class:`PerImageStandardize`). :meth:`freeze_early` keeps the stem and the first stages at
+    their ImageNet values during fine-tuning: low-level filters that are not bent towards one
+    hospital's films, and a faster backward pass.
     """
+
+    in_channels = 1
 
     cam_stage = "head"
     cam_module = "body.bn2"  # the module whose output is the ``head`` map (for autograd Grad-CAM tests)
     image_size = 224
 
-    def __init__(self, num_classes: int = 2, drop_rate: float = 0.2) -> None:
+    def __init__(self, num_classes: int = 2, drop_rate: float = 0.2, standardize: bool = False) -> None:
         super().__init__()
         import timm  # only the nets built on it need timm
 
-        self.normalize = Normalize([0.5], [0.5])  # [-1, 1], as the ImageNet weights expect
+        # [-1, 1], as the ImageNet weights expect; or each film standardised on its own
+        self.normalize = PerImageStandardize() if standardize else Normalize([0.5], [0.5])
         self.body = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
                                       in_chans=1, drop_rate=drop_rate)
         self.classifier = self.body.classifier
@@ -411,6 +437,15 @@ class XrayLite0(nn.Module):
         missing, unexpected = self.body.load_state_dict(full, strict=False)
         if unexpected or sorted(missing) != ["classifier.bias", "classifier.weight"]:
             raise ValueError(f"ImageNet weights do not fit: missing {missing}, unexpected {unexpected}")
+
+    def freeze_early(self, stages: int) -> list[nn.Module]:
+        """Stop training the stem and the first ``stages`` block stages (weights and batch-norm
+        statistics); returns the frozen modules, which the caller keeps in eval mode."""
+        frozen = [self.body.conv_stem, self.body.bn1, *self.body.blocks[:stages]] if stages else []
+        for m in frozen:
+            m.requires_grad_(False)
+            m.eval()
+        return frozen
 
     def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
         b = self.body
