@@ -120,3 +120,28 @@ def test_cifar_tab_classifies_an_uploaded_photo(page):
     assert page.locator("#cifar-seen img").count() == 1  # the 32x32 input is shown
     assert "cat" in page.locator("#cifar-status").inner_text()
     page.screenshot(path=os.environ.get("CONVSCOPE_CIFAR_SCREENSHOT", "/tmp/convscope-cifar.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_xray_tab_reads_a_dicom_upload_and_shows_notice_decision_and_heatmap(page, tmp_path):
+    if not any(c.tab == "xray" for c in CARDS):
+        pytest.skip("no X-ray model shipped")
+    import numpy as np
+
+    from tests.bad_inputs import dicom_bytes, film
+
+    path = os.environ.get("CONVSCOPE_XRAY_FILE")  # e.g. a real film, for the README screenshot
+    if not path:
+        path = str(tmp_path / "film.dcm")
+        inverted = 4095 - film().astype(np.uint16) * 16
+        (tmp_path / "film.dcm").write_bytes(dicom_bytes(inverted, photometric="MONOCHROME1"))
+    page.get_by_role("tab", name="X-ray").click()
+    assert "not for clinical use" in page.locator("#xray-notice").inner_text()
+    page.locator("#xray-file input[type=file]").set_input_files(path)
+    page.wait_for_function("() => /suggested|most probable/.test(document.querySelector('#xray-decision')?.innerText)",
+                           timeout=30_000)
+    assert page.locator("#xray-heatmap img").count() == 1
+    assert "specificity" in page.locator("#xray-decision").inner_text() or \
+        "PPV" in page.locator("#xray-decision").inner_text()
+    assert "not for clinical use" in page.locator("#xray-notice").inner_text()  # still there after the answer
+    page.screenshot(path=os.environ.get("CONVSCOPE_XRAY_SCREENSHOT", "/tmp/convscope-xray.png"), full_page=True)
