@@ -149,7 +149,7 @@ def measure_without_tta(ckpt: dict, test, tmp: Path, reject_below: float) -> dic
             "flops": count_flops(plain, (c, h, w)), "latency_median_ms": latency_ms(path, test.x)["median_ms"]}
 
 
-def xray_extras(recipe, sess, args, metrics: dict) -> dict:
+def xray_extras(recipe, sess, args, metrics: dict, history: list[dict]) -> dict:
     """What an X-ray card adds: the from-scratch baseline (transfer-learning gain) and, for the
     3-class model, the source-confound probe."""
     out = {}
@@ -160,7 +160,13 @@ def xray_extras(recipe, sess, args, metrics: dict) -> dict:
             "baseline": f"{b['name']}: {b['description']}", "baseline_file": f"reference/{baseline.name}",
             "from_scratch": {k: b["metrics"][k] for k in ("accuracy", "roc_auc")},
             "accuracy_gain_pp": round(100 * (metrics["accuracy"] - b["metrics"]["accuracy"]), 2),
-            "roc_auc_gain": round(metrics["roc_auc"] - b["metrics"]["roc_auc"], 4)}
+            "roc_auc_gain": round(metrics["roc_auc"] - b["metrics"]["roc_auc"], 4),
+            "epochs": {"pretrained": len(history), "from_scratch": len(b["training"]["history"])},
+            # the fair comparison when the budgets differ: the same epoch of both runs, on validation
+            "validation_by_epoch": [
+                {"epoch": p["epoch"], "pretrained_val_acc": p["val_acc"], "from_scratch_val_acc": q["val_acc"],
+                 "pretrained_val_loss": p["val_loss"], "from_scratch_val_loss": q["val_loss"]}
+                for p, q in zip(history, b["training"]["history"], strict=False)]}
     if recipe.dataset == "xray3" and not args.smoke:
         probe = load_covid_collection("all", args.data_dir, covid=False)
         out["confound_probe"] = clinical.confound_probe(predict_probs(sess, probe.x), metrics["labels"])
@@ -216,6 +222,10 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         sess = make_session(tmp_path, threads=2)
         cal = None
         if calibrated:  # fit T on the uncalibrated file, then export again with T inside the graph
+            if float(net.temperature) != 1.0:  # a shipped checkpoint carries its T: start from the raw net
+                net.temperature.fill_(1.0)
+                model = export_onnx(ExportWrapper(net), tmp_path)
+                sess = make_session(tmp_path, threads=2)
             val = (synthetic_split(recipe.dataset, 48, seed=3) if args.smoke
                    else load_split(recipe.dataset, "val", data_dir=args.data_dir))
             temperature = fit_temperature(predict_probs(sess, val.x), val.y)
@@ -230,7 +240,7 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         if calibrated:
             xm, cal = clinical.evaluate(predict_probs(sess, val.x), val.y, probs, test.y, test.labels, temperature)
             metrics |= xm | {"labels": test.labels}
-            extras = xray_extras(recipe, sess, args, metrics)
+            extras = xray_extras(recipe, sess, args, metrics, ckpt.get("history", []))
             metrics |= extras
         else:
             metrics |= classification_metrics(probs, test.y, test.labels, recipe.reject_below) | {"labels": test.labels}
@@ -282,7 +292,9 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
     if not args.smoke and ckpt_path.name in ("last.pt", "best.pt"):  # keep the weights this model came from
         ckpt_dir = Path(args.checkpoints_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({k: ckpt[k] for k in WEIGHT_KEYS if k in ckpt}, ckpt_dir / f"{recipe.name}.pt")
+        # the weights as shipped: with the temperature fitted at export, so torch and ONNX agree
+        torch.save({k: ckpt[k] for k in WEIGHT_KEYS if k in ckpt} | {"state_dict": net.state_dict()},
+                   ckpt_dir / f"{recipe.name}.pt")
     print(json.dumps({"model": f"{stem}.onnx", "accuracy": card.metrics["accuracy"],
                       "n": card.metrics["n"], "parity_max_abs_diff": parity["max_abs_diff"],
                       "params": card.params, "flops": card.flops,

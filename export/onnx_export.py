@@ -15,9 +15,12 @@ from convscope.runtime import make_session
 from export.graph_table import layer_table
 from export.wrap import ExportWrapper
 
-# max |torch - onnxruntime| accepted on any output, relative to the output's scale when that is
-# above 1 (a CAM sums 1280 channels into values in the hundreds: float32 rounding grows with it)
+# max |torch - onnxruntime| accepted: on the probabilities, absolute; on feature maps and CAMs,
+# relative to the output's scale when that is above 1, and looser, because deep activations
+# accumulate float32 rounding (summation order differs between the runtimes; a CAM sums 1280
+# channels) while nobody reads them to the 4th decimal
 PARITY_TOL = 1e-4
+FEATURE_TOL = 1e-3
 
 
 def export_onnx(wrapper: ExportWrapper, path: Path) -> onnx.ModelProto:
@@ -75,10 +78,13 @@ def check_parity(wrapper: ExportWrapper, sess: ort.InferenceSession, real_images
               "random_uint8_batch8": max_abs_diffs(wrapper, sess, rand),
               f"real_test_batch{len(real_images)}": max_abs_diffs(wrapper, sess, real_images)}
     parity["max_abs_diff"] = max(v for d in parity.values() if isinstance(d, dict) for v in d.values())
-    worst = max(max(max_abs_diffs(wrapper, sess, x, scaled=True).values()) for x in (rand, real_images))
-    parity["max_scaled_diff"] = worst  # what the tolerance applies to
-    if worst > PARITY_TOL:
-        raise AssertionError(f"ONNX parity failed: max scaled diff {worst:.3g} > {PARITY_TOL}: {parity}")
+    scaled = [max_abs_diffs(wrapper, sess, x, scaled=True) for x in (rand, real_images)]
+    probs = max(d.get("probs", 0.0) for d in scaled)
+    worst = max(v for d in scaled for k, v in d.items() if k != "probs")
+    parity |= {"feature_tolerance": FEATURE_TOL, "probs_max_abs_diff": probs, "max_scaled_diff": worst}
+    if probs > PARITY_TOL or worst > FEATURE_TOL:
+        raise AssertionError(f"ONNX parity failed: probs {probs:.3g} (<= {PARITY_TOL}), feature maps "
+                             f"{worst:.3g} (<= {FEATURE_TOL}, scaled): {parity}")
     return parity
 
 

@@ -40,7 +40,7 @@ def test_smoke_train_resume_export_serve(recipe, tmp_path):
         assert card["metrics"]["n"] > 0 and (models / "reference" / f"{recipe}.json").exists()
         assert not (tmp_path / "ckpt").exists()
         return
-    assert card.parity["max_scaled_diff"] <= 1e-4
+    assert card.parity["probs_max_abs_diff"] <= 1e-4 and card.parity["max_scaled_diff"] <= 1e-3
     reg = load_registry(models)
     assert list(reg.models) == [recipe] and not reg.broken
     assert not (tmp_path / "ckpt").exists()  # smoke exports never touch the shipped checkpoints

@@ -201,17 +201,10 @@ def test_xray_metrics_re_measured_on_the_onnx_file(card, kermany_test):
         op = M.operating_point(probs[:, 1], test.y == 1, threshold)
         assert op["sensitivity"] == pytest.approx(card.calibration["operating_point"]["test"]["sensitivity"])
         assert M.ece(probs, test.y) == pytest.approx(card.calibration["test"]["ece_after"], abs=1e-6)
-    for name, v in card.shipped_variants().items():
+    for name in card.shipped_variants():
+        v = card.variants[name]
         q = M.predict_probs(make_session(MODELS_DIR / v["file"]), test.x)
         assert (decisions(q, threshold) == test.y).mean() == pytest.approx(v["accuracy"], abs=1e-9), name
-
-
-@pytest.mark.data
-def test_pneumonia_model_meets_the_published_anchors():
-    card = next((c for c in XRAY_CARDS if c.name == "xray_pneumonia"), None)
-    if card is None:
-        pytest.skip("xray_pneumonia is not shipped")
-    assert card.metrics["n"] == 624 and card.metrics["accuracy"] >= 0.93 and card.metrics["roc_auc"] >= 0.985
 
 
 @pytest.mark.data

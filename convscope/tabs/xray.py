@@ -95,11 +95,16 @@ def transfer_sentence(card: ModelCard) -> str | None:
     m, tl = card.metrics, card.metrics.get("transfer_learning")
     if not tl:
         return None
-    s = tl["from_scratch"]
-    return (f"**Transfer learning** (`{card.name}`): from ImageNet {m['accuracy']:.2%} / AUC {m['roc_auc']:.4f}; the "
-            f"same network and recipe from scratch {s['accuracy']:.2%} / AUC {s['roc_auc']:.4f}: ImageNet adds "
-            f"**{tl['accuracy_gain_pp']:+.2f} points** of accuracy and **{tl['roc_auc_gain']:+.4f}** AUC "
-            f"(models/{tl['baseline_file']}).")
+    s, ep = tl["from_scratch"], tl.get("epochs", {})
+    text = (f"**Transfer learning** (`{card.name}`): from ImageNet {m['accuracy']:.2%} / AUC {m['roc_auc']:.4f} "
+            f"({ep.get('pretrained', '?')} epochs); the same network from scratch {s['accuracy']:.2%} / AUC "
+            f"{s['roc_auc']:.4f} ({ep.get('from_scratch', '?')} epochs): ImageNet adds **{tl['accuracy_gain_pp']:+.2f} "
+            f"points** of test accuracy and **{tl['roc_auc_gain']:+.4f}** AUC (models/{tl['baseline_file']}).")
+    same = tl.get("validation_by_epoch")
+    if same:
+        text += " At equal epochs on validation: " + "; ".join(
+            f"epoch {r['epoch']} {r['pretrained_val_acc']:.1%} vs {r['from_scratch_val_acc']:.1%}" for r in same) + "."
+    return text
 
 
 def confound_sentence(card: ModelCard) -> str | None:
