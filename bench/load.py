@@ -64,6 +64,10 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
     def rest(endpoint: str, data: bytes):
         return lambda c: c.post(endpoint, files={"image": ("x", data)}).raise_for_status()
 
+    def echo(file: str):  # the Gradio baseline: the same upload through the sketch input, no model
+        return lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(file)},
+                                   api_name="/echo")
+
     calls = {
         "predict_digit": lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(path)},
                                              api_name="/predict_digit"),
@@ -71,12 +75,15 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
         "classify_image": lambda c: c.predict(handle_file(str(photo)), api_name="/classify_image"),
         "diagnose_xray": lambda c: c.predict(handle_file(film_path), "xray_pneumonia", "fp32",
                                              api_name="/diagnose_xray"),
-        "echo": lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(path)},
-                                    api_name="/echo"),
+        "echo": echo(path),
+        "echo_photo": echo(str(photo)),
+        "echo_film": echo(film_path),
         "rest_predict_digit": rest("predict/mnist_cnn", seven),
         "rest_classify_image": rest("predict/cifar_resnet", cat),
         "rest_diagnose_xray": rest("predict/xray_pneumonia", film_bytes),
         "rest_echo": rest("echo", seven),
+        "rest_echo_photo": rest("echo", cat),
+        "rest_echo_film": rest("echo", film_bytes),
     }
     connect = {"gradio": lambda: Client(url, verbose=False),
                "rest": lambda: httpx.Client(base_url=url + "api/v1/", timeout=60)}

@@ -30,8 +30,9 @@ from bench.load import make_calls, rss_mb, run_load
 REPO = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench:start (python -m bench.suite --readme) -->", "<!-- bench:end -->"
 PAIRS = {  # endpoint -> the echo of the same API and upload
-    "predict_digit": "echo", "classify_image": "echo",
-    "rest_predict_digit": "rest_echo", "rest_classify_image": "rest_echo",
+    "predict_digit": "echo", "classify_image": "echo_photo", "diagnose_xray": "echo_film",
+    "rest_predict_digit": "rest_echo", "rest_classify_image": "rest_echo_photo",
+    "rest_diagnose_xray": "rest_echo_film",
 }
 
 
@@ -175,7 +176,7 @@ def main() -> None:
         r["roundtrips"] = bench_roundtrips(url, args.requests)
         r["server"] = {"first_answer_s": first, "rss_mb": rss_mb(proc.pid)}
         r["concurrency"] = [run_load(url, n, args.seconds, endpoints=[name])
-                            for name in PAIRS if not name.endswith("echo") for n in (1, 4, 16)]
+                            for name in PAIRS for n in (1, 4, 16)]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

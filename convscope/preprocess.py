@@ -292,6 +292,8 @@ def dicom_to_gray(data: bytes) -> np.ndarray:
         raise InputError(f"This DICOM image has an unexpected shape {arr.shape}.")
     check_size(*arr.shape)
     a = apply_modality_lut(arr, ds)
+    if a.dtype.kind == "f" and "VOILUTSequence" in ds and np.array_equal(a, np.round(a)):
+        a = a.astype(np.int64)  # a LUT is indexed by stored values; an identity rescale made them float
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
         a = apply_voi_lut(a, ds, index=0)
     out = _window_to_uint8(a)

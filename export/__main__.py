@@ -86,7 +86,7 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
                   "config": ckpt["config"], "epochs": ckpt.get("epoch"), "epochs_run": len(hist),
                   "selection": ("the epoch of lowest validation loss (best.pt)" if ckpt["config"].get("keep_best")
                                 else "the last epoch"),
-                  "train_time_s": round(ckpt.get("train_time_s", 0.0), 1),
+                  "train_time_s": run_time_s(ckpt),
                   "machine": ckpt.get("machine"),
                   "final_val_acc": hist[ckpt.get("epoch", len(hist)) - 1]["val_acc"] if hist else None,
                   "final_val_loss": hist[ckpt.get("epoch", len(hist)) - 1]["val_loss"] if hist else None,
@@ -104,7 +104,7 @@ def int8_variant(recipe, fp32_path: Path, out_path: Path, fp32_metrics: dict, te
                  threshold: float | None = None) -> dict:
     """Quantize, then measure the INT8 file exactly as the fp32 one (the same decision rule and,
     for binary X-ray models, the same threshold); ship it only within the bound."""
-    info = quantize_int8(fp32_path, out_path, calibration)
+    info = quantize_int8(fp32_path, out_path, calibration, recipe.int8_profile)
     model = info.pop("model")
     onnx.helper.set_model_props(model, {"convscope_variant_of": recipe.name, "precision": "int8"})
     onnx.save(model, out_path)
@@ -173,13 +173,20 @@ def xray_extras(recipe, sess, args, metrics: dict, history: list[dict]) -> dict:
     return out
 
 
+def run_time_s(ckpt: dict) -> float:
+    """The whole run's training time: a kept early epoch (best.pt) carries the full history, and
+    its own clock stopped at that epoch; the card reports what the run cost."""
+    hist = ckpt.get("history") or [{}]
+    return round(max(ckpt.get("train_time_s", 0.0), hist[-1].get("train_time_s", 0.0)), 1)
+
+
 def write_baseline(recipe, ckpt: dict, metrics: dict, cal: dict | None, models_dir: Path) -> dict:
     """models/reference/<name>.json: a measured baseline (e.g. from-scratch training) for another card."""
     hist = ckpt.get("history", [])
     out = {"name": recipe.name, "title": recipe.title, "description": recipe.description,
            "metrics": {k: v for k, v in metrics.items() if k != "labels"}, "calibration": cal,
            "training": {"config": ckpt["config"], "epochs": ckpt.get("epoch"), "epochs_run": len(hist),
-                        "train_time_s": round(ckpt.get("train_time_s", 0.0), 1), "history": hist,
+                        "train_time_s": run_time_s(ckpt), "history": hist,
                         "machine": ckpt.get("machine"), "command": f"python -m train {recipe.name}"},
            "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
     path = models_dir / "reference" / f"{recipe.name}.json"

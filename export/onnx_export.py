@@ -18,8 +18,10 @@ from export.wrap import ExportWrapper
 # max |torch - onnxruntime| accepted: on the probabilities, absolute; on feature maps and CAMs,
 # relative to the output's scale when that is above 1, and looser, because deep activations
 # accumulate float32 rounding (summation order differs between the runtimes; a CAM sums 1280
-# channels) while nobody reads them to the 4th decimal
-PARITY_TOL = 1e-4
+# channels) while nobody reads them to the 4th decimal. Probabilities: 2e-4, because the 224 px
+# EfficientNet with per-image standardisation (xray_covid3) measured 1.2e-4 on real films; a wrong
+# export (a missing normalisation, a transposed layout) is off by 1e-2 or more.
+PARITY_TOL = 2e-4
 FEATURE_TOL = 1e-3
 
 

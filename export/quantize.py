@@ -19,6 +19,14 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 MAX_DROP_PP = 0.3  # percentage points of test accuracy an INT8 file may lose and still ship
 CALIBRATION_IMAGES = 512  # for small inputs; 224 px nets get fewer (calibration_count)
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the FLOPs; element-wise ops stay fp32
+# Per recipe (Recipe.int8_profile). "cnn": the CIFAR nets, as shipped. "mobile": EfficientNet-style
+# nets with ReLU6. Quantizing Clip as well lets each conv's output take the ReLU6 range [0, 6]
+# instead of its raw pre-activation range, and the stem conv (which reads the image and whose error
+# every later layer inherits; <1% of the FLOPs) stays fp32. Measured on xray_pneumonia's validation
+# split (fp32 97.4%): "cnn" 75.6% (agreement with fp32 74%), +Clip 81.5%, +fp32 stem 96.0% (98%).
+# Calibration method (MinMax, percentile, entropy) and U8U8 / reduce_range changed little.
+PROFILES = {"cnn": {"ops": QUANTIZED_OPS, "fp32_stem": False},
+            "mobile": {"ops": [*QUANTIZED_OPS, "Clip", "Relu"], "fp32_stem": True}}
 
 
 def calibration_count(pixels_per_image: int) -> int:
@@ -37,18 +45,23 @@ class ImageBatches(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> dict:
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, profile: str = "cnn") -> dict:
     """Write the INT8 (QDQ) version of ``fp32_path`` to ``out_path``; returns how it was made."""
+    prof = PROFILES[profile]
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        keep = convs[:1] if prof["fp32_stem"] else []
         batch = 32 if calibration.shape[1] * calibration.shape[2] <= 64 * 64 else 8
         quantize_static(str(pre), str(out_path), ImageBatches(calibration, batch=batch), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        op_types_to_quantize=prof["ops"], nodes_to_exclude=keep, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
     model = onnx.load(str(out_path))
     model.ClearField("metadata_props")  # the card lives in the fp32 file; this one just points at it
     return {"method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, MinMax",
-            "quantized_ops": QUANTIZED_OPS, "calibration_images": len(calibration),
+            "profile": profile, "quantized_ops": prof["ops"], "fp32_nodes": keep,
+            "calibration_images": len(calibration),
             "calibration_split": "training split (never test)", "max_drop_pp": MAX_DROP_PP,
             "model": model}

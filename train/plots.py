@@ -37,12 +37,13 @@ def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str) ->
     cm = np.asarray(cm)
     rate = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * n, 1.0 + 0.5 * n), dpi=100)
+    # at least ~4 inches: two- and three-class matrices (X-ray) need room for the title and labels
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.55 * n), max(3.6, 1.0 + 0.5 * n)), dpi=100)
     ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7 if n > 5 else 11,
                         color="white" if rate[i, j] > 0.5 else "black")
     ax.set_xticks(range(n), labels, rotation=45 if max(map(len, labels)) > 2 else 0)
     ax.set_yticks(range(n), labels)

@@ -52,6 +52,7 @@ class Recipe:
     reject_below: float = 0.5  # app: top-1 probability under which the answer is "not a digit"
     pretrained: str = ""  # weights file under the data dir the net starts from (transfer learning)
     int8: bool = False  # export also tries an INT8 variant (export.quantize), shipped if accurate enough
+    int8_profile: str = "cnn"  # export.quantize.PROFILES: which ops are quantized, which stay fp32
     limitations: tuple[str, ...] = ()
 
 
@@ -175,7 +176,7 @@ RECIPES: dict[str, Recipe] = {
             arch_kwargs={"num_classes": 2},
             config=Config(epochs=6, lr=5e-4, **_XRAY_TRAIN),
             pretrained=LITE0_WEIGHTS,
-            int8=True,
+            int8=True, int8_profile="mobile",
             limitations=_XRAY_LIMITS,
         ),
         Recipe(
@@ -206,7 +207,7 @@ RECIPES: dict[str, Recipe] = {
             arch_kwargs={"num_classes": 3, "standardize": True},
             config=Config(epochs=3, lr=5e-4, freeze_stages=2, label_smoothing=0.1, **_XRAY_TRAIN),
             pretrained=LITE0_WEIGHTS,
-            int8=True,
+            int8=True, int8_profile="mobile",
             limitations=(*_XRAY_LIMITS,
                          "SOURCE CONFOUND: every COVID-19 film is adult and from other hospitals and devices, "
                          "while every normal and pneumonia film is pediatric from one hospital. The model can "
