@@ -184,6 +184,21 @@ def test_xray_cards_state_calibration_operating_point_and_use(card):
         assert any("CONFOUND" in x for x in card.limitations) and m["confound_probe"]["n"] > 0
 
 
+@pytest.mark.parametrize("card", [c for c in XRAY_CARDS if "COVID-19" in c.labels], ids=lambda c: c.name)
+def test_a_covid_answer_carries_the_confound_evidence(card):
+    from convscope.runtime import ServedModel
+    from convscope.tabs.xray import decision_text
+
+    model = ServedModel(card=card, session=None)
+    covid = card.labels.index("COVID-19")
+    probs = np.full(len(card.labels), 0.05, np.float32)
+    probs[covid] = 0.9
+    text = decision_text(model, probs, covid)
+    probe = card.metrics["confound_probe"]
+    assert "Source confound" in text and f"{probe['called_covid_fraction']:.0%} COVID-19" in text
+    assert "without* COVID-19" not in decision_text(model, probs[::-1].copy(), len(card.labels) - 1 - covid)
+
+
 @pytest.mark.data
 @pytest.mark.parametrize("card", XRAY_CARDS, ids=lambda c: c.name)
 def test_xray_metrics_re_measured_on_the_onnx_file(card, kermany_test):

@@ -87,6 +87,11 @@ def decision_text(model: ServedModel, probs: np.ndarray, decided: int) -> str:
         text += ("\n\n⚠️ **Source confound:** every COVID-19 film it learned from is adult and from other "
                  "hospitals, every other film pediatric from one hospital: it may recognise where a film comes "
                  "from rather than COVID-19 (the model card shows the evidence).")
+        probe = card.metrics.get("confound_probe")
+        if probe and labels[decided] == "COVID-19":
+            text += (f" Of {probe['n']} adult films *without* COVID-19 from the same collection, it called "
+                     f"**{probe['called_covid_fraction']:.0%} COVID-19**: for an adult film this answer carries "
+                     "little information.")
     return text
 
 
