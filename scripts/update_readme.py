@@ -27,6 +27,12 @@ def human(n: float) -> str:
     return str(int(n))
 
 
+def epochs(t: dict) -> str:
+    """'12 epochs', or '3 epochs, kept epoch 1' for early-stopped runs."""
+    run, kept = t.get("epochs_run") or t["epochs"], t["epochs"]
+    return f"{run} epochs" + (f", kept epoch {kept}" if kept != run else "")
+
+
 def table(models_dir: Path = REPO / "models") -> str:
     rows = ["| model | tab | test accuracy (ONNX Runtime) | params | FLOPs / image | ORT latency, batch 1 "
             "| training | curves |",
@@ -41,7 +47,7 @@ def table(models_dir: Path = REPO / "models") -> str:
             f"| `{c.name}` — {c.title} | {c.tab} | **{m['accuracy']:.2%}** ({m['dataset']} {m['split']}, "
             f"n={m['n']:,}{tta}) "
             f"| {c.params:,} | {human(c.flops)} | {lat.get('median_ms', float('nan')):.2f} ms "
-            f"| {t['train_time_s'] / 60:.1f} min, {t['epochs']} epochs, {machine.get('cores', '?')} CPU cores "
+            f"| {t['train_time_s'] / 60:.1f} min, {epochs(t)}, {machine.get('cores', '?')} CPU cores "
             f"| [png](models/{c.artifacts.get('curves', '')}) |")
     for c in (c for c in cards if c.tab not in CLASSIFIER_TABS):
         rows.append(f"| `{c.name}` — {c.title} | feature maps | — (feature extractor) "
@@ -86,7 +92,8 @@ def xray_table(models_dir: Path = REPO / "models") -> str:
             point = "argmax; sensitivity / PPV: " + ", ".join(
                 f"{k} {_pct(v['sensitivity'])} / {_pct(v['ppv'])}" for k, v in m["per_class"].items())
         v = c.variants.get("int8")
-        int8 = (f"{v['accuracy']:.2%} ({v['accuracy_drop_pp']:+.2f} pp), "
+        int8 = (f"{v['accuracy']:.2%} ({v['accuracy_drop_pp']:.2f} points below fp32; the bound is "
+                f"{v['max_drop_pp']}), "
                 f"{'shipped' if v['shipped'] else 'not shipped'}, {v['latency']['median_ms']:.1f} ms vs "
                 f"{c.artifacts['latency']['median_ms']:.1f} ms" if v else "—")
         ece = cal["test"]

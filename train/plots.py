@@ -38,7 +38,7 @@ def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str) ->
     rate = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(labels)
     # at least ~4 inches: two- and three-class matrices (X-ray) need room for the title and labels
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.55 * n), max(3.6, 1.0 + 0.5 * n)), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.2 + 0.55 * n), max(3.8, 1.0 + 0.5 * n)), dpi=100)
     ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
@@ -47,7 +47,8 @@ def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str) ->
                         color="white" if rate[i, j] > 0.5 else "black")
     ax.set_xticks(range(n), labels, rotation=45 if max(map(len, labels)) > 2 else 0)
     ax.set_yticks(range(n), labels)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
