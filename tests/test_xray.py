@@ -271,6 +271,7 @@ def test_diagnose_xray_answers_the_same_for_png_16bit_png_and_dicom(client, tmp_
         assert out["not_for_clinical_use"] is True and out["decision"] in card.labels
         assert set(out["probabilities"]) == set(card.labels)
         assert sum(out["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+        assert ("source_confound_probe" in out) == ("COVID-19" in card.labels)  # the evidence travels with it
         answers.append(out)
     for a in answers[1:]:
         assert a["decision"] == answers[0]["decision"]

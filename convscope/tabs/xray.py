@@ -232,7 +232,8 @@ def build(registry: Registry) -> None:
         return {"model": model, "precision": precision, "decision": m.card.labels[d["decision"]],
                 "probabilities": {lab: float(p) for lab, p in zip(m.card.labels, d["probs"], strict=True)},
                 "threshold": cal.get("threshold"), "operating_point_test": cal["operating_point"]["test"],
-                "warnings": d["warnings"], "not_for_clinical_use": True}
+                "warnings": d["warnings"], "not_for_clinical_use": True,
+                **({"source_confound_probe": probe} if (probe := m.card.metrics.get("confound_probe")) else {})}
 
     api_file = gr.File(visible=False, type="filepath", label="file")
     api_model = gr.Dropdown(sorted(by_name), value=default, visible=False, label="model")
