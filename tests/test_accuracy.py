@@ -41,5 +41,7 @@ def test_shipped_int8_files_keep_their_accuracy(card, cifar_test):
     v = card.variants["int8"]
     probs = predict_probs(make_session(MODELS_DIR / v["file"], threads=2), cifar_test.x)
     m = classification_metrics(probs, cifar_test.y, cifar_test.labels)
+    # exact: 7-bit weights (reduce_range) leave no CPU-dependent saturation, so every x86 CPU gives
+    # the card's answers (full-range int8 weights lost 40 points on an AVX2-only CPU)
     assert m["errors"] == v["errors"]
     assert 100 * (card.metrics["accuracy"] - m["accuracy"]) <= v["max_drop_pp"] == 0.3
