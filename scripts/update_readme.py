@@ -92,8 +92,9 @@ def xray_table(models_dir: Path = REPO / "models") -> str:
             point = "argmax; sensitivity / PPV: " + ", ".join(
                 f"{k} {_pct(v['sensitivity'])} / {_pct(v['ppv'])}" for k, v in m["per_class"].items())
         v = c.variants.get("int8")
-        int8 = (f"{v['accuracy']:.2%} ({v['accuracy_drop_pp']:.2f} points below fp32; the bound is "
-                f"{v['max_drop_pp']}), "
+        d = v["accuracy_drop_pp"]
+        int8 = (f"{v['accuracy']:.2%} ({abs(d):.2f} points {'below' if d >= 0 else 'above'} fp32; the bound is "
+                f"{v['max_drop_pp']} either way), "
                 f"{'shipped' if v['shipped'] else 'not shipped'}, {v['latency']['median_ms']:.1f} ms vs "
                 f"{c.artifacts['latency']['median_ms']:.1f} ms" if v else "—")
         ece = cal["test"]
