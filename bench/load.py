@@ -86,7 +86,11 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
         "rest_echo_film": rest("echo", film_bytes),
     }
     connect = {"gradio": lambda: Client(url, verbose=False),
-               "rest": lambda: httpx.Client(base_url=url + "api/v1/", timeout=60)}
+               # idle connections expire on the client first: uvicorn closes them after 5 s (its
+               # keep-alive timeout) and httpx's default expiry is also 5 s, so a request sent on a
+               # connection the server is closing at that moment got "connection reset" (seen in CI)
+               "rest": lambda: httpx.Client(base_url=url + "api/v1/", timeout=60,
+                                            limits=httpx.Limits(keepalive_expiry=2.0))}
     return calls, connect
 
 
