@@ -64,13 +64,14 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
     def rest(endpoint: str, data: bytes):
         return lambda c: c.post(endpoint, files={"image": ("x", data)}).raise_for_status()
 
+    def sketch(file: str) -> dict:  # a Sketchpad value whose picture is the file
+        return {"background": None, "layers": [], "composite": handle_file(file)}
+
     def echo(file: str):  # the Gradio baseline: the same upload through the sketch input, no model
-        return lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(file)},
-                                   api_name="/echo")
+        return lambda c: c.predict(sketch(file), api_name="/echo")
 
     calls = {
-        "predict_digit": lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(path)},
-                                             api_name="/predict_digit"),
+        "predict_digit": lambda c: c.predict(sketch(path), api_name="/predict_digit"),
         "feature_maps": lambda c: c.predict("mnist_cnn", handle_file(path), api_name="/feature_maps"),
         "classify_image": lambda c: c.predict(handle_file(str(photo)), api_name="/classify_image"),
         "diagnose_xray": lambda c: c.predict(handle_file(film_path), "xray_pneumonia", "fp32",

@@ -28,7 +28,7 @@ from convscope.runtime import make_session
 from export import clinical
 from export.fit_analysis import fit_analysis
 from export.onnx_export import check_parity, count_flops, describe_outputs, export_onnx, latency_ms
-from export.quantize import MAX_DROP_PP, calibration_count, quantize_int8
+from export.quantize import calibration_count, quantize_int8, ships
 from export.reference import REFERENCES, export_imagenet_stem
 from export.wrap import ExportWrapper
 from train import nets, plots
@@ -115,10 +115,7 @@ def int8_variant(recipe, fp32_path: Path, out_path: Path, fp32_metrics: dict, te
         m["accuracy"], m["errors"] = float((pred == test.y).mean()), int((pred != test.y).sum())
         m["roc_auc"] = roc_auc(probs[:, 1], test.y == 1)
     drop = 100 * (fp32_metrics["accuracy"] - m["accuracy"])
-    # two-sided: a variant that scores far *higher* than fp32 is a different model, not a faithful
-    # copy, and the card's per-class and calibration figures (measured on fp32) would not describe it
-    # (xray_covid3's INT8 scored 3.5 points above fp32 on its test split)
-    shipped = abs(drop) <= MAX_DROP_PP
+    shipped = ships(drop)
     return {**info, "accuracy": m["accuracy"], "errors": m["errors"], "per_class_accuracy": m["per_class_accuracy"],
             **({"roc_auc": m["roc_auc"], "threshold": threshold} if threshold is not None else {}),
             "accuracy_drop_pp": round(drop, 4), "latency": latency_ms(out_path, test.x), "shipped": shipped,
