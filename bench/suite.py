@@ -4,8 +4,8 @@
 
 1. Per classifier: ONNX Runtime FP32 (and INT8 where shipped) vs torch eager, batch 1 and 32,
    1 thread each, interleaved in the same run, so the ratios compare like with like.
-2. ``python app.py`` in its own process: time from process start to the first REST answer, and
-   resident memory with every model loaded.
+2. ``python app.py`` in its own process: time from process start to the first REST answer and
+   to the web UI's page, and resident memory with every model loaded.
 3. Round trips, sequential: each endpoint (Gradio and REST) against the echo endpoint of the same
    API with the same upload, so "model + preprocessing" is the difference of medians.
 4. Throughput and p50/p95/p99 with 1, 4 and 16 concurrent clients per endpoint.
@@ -80,8 +80,9 @@ def bench_models(runs: int) -> list[dict]:
     return rows
 
 
-def start_server(port: int) -> tuple[subprocess.Popen, float]:
-    """``python app.py``; seconds from process start to the first REST answer."""
+def start_server(port: int) -> tuple[subprocess.Popen, float, float]:
+    """``python app.py``; seconds from process start to the first REST answer, and to the UI's
+    page (the REST API answers while Gradio is still being imported: convscope.server)."""
     import httpx
 
     env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -89,19 +90,22 @@ def start_server(port: int) -> tuple[subprocess.Popen, float]:
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seven = (REPO / "examples" / "digit_7.png").read_bytes()
+    url, first = f"http://127.0.0.1:{port}/", None
     while time.perf_counter() - t0 < 120:
         if proc.poll() is not None:
             raise RuntimeError("app exited during start-up")
         try:
-            r = httpx.post(f"http://127.0.0.1:{port}/api/v1/predict/mnist_cnn", files={"image": ("7.png", seven)},
-                           timeout=5)
-            if r.status_code == 200:
-                return proc, time.perf_counter() - t0
+            if first is None:
+                r = httpx.post(f"{url}api/v1/predict/mnist_cnn", files={"image": ("7.png", seven)}, timeout=5)
+                if r.status_code == 200:
+                    first = time.perf_counter() - t0
+            if first is not None and httpx.get(url, timeout=5).status_code == 200:
+                return proc, first, time.perf_counter() - t0
         except httpx.HTTPError:
             pass
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.kill()
-    raise TimeoutError("no answer within 120 s")
+    raise TimeoutError("no answer and UI within 120 s")
 
 
 def bench_roundtrips(url: str, requests: int) -> dict:
@@ -138,8 +142,8 @@ def table(r: dict) -> str:
         lines.append(f"| `{m['model']}` | {m['fp32_b1_ms']:.2f} ms | {i1} | {m['torch_b1_ms']:.2f} ms | {s1} "
                      f"| {m['fp32_b32_ms']:.1f} ms | {i32} | {m['torch_b32_ms']:.1f} ms | {s32} |")
     s = r["server"]
-    lines += ["", f"Server: first answer {s['first_answer_s']:.1f} s after process start; resident memory with all "
-              f"models loaded {s['rss_mb']:.0f} MB.", "",
+    lines += ["", f"Server: first answer (REST) {s['first_answer_s']:.1f} s after process start, web UI ready "
+              f"{s['ui_ready_s']:.1f} s; resident memory with all models loaded {s['rss_mb']:.0f} MB.", "",
               "| endpoint | median round trip | echo (same API, same upload) | model + preprocessing |",
               "|---|---:|---:|---:|"]
     for name, t in r["roundtrips"].items():
@@ -170,11 +174,11 @@ def main() -> None:
          f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"}
     r["models"] = bench_models(args.runs)
     port = 7800 + os.getpid() % 90
-    proc, first = start_server(port)
+    proc, first, ui = start_server(port)
     url = f"http://127.0.0.1:{port}/"
     try:
         r["roundtrips"] = bench_roundtrips(url, args.requests)
-        r["server"] = {"first_answer_s": first, "rss_mb": rss_mb(proc.pid)}
+        r["server"] = {"first_answer_s": first, "ui_ready_s": ui, "rss_mb": rss_mb(proc.pid)}
         r["concurrency"] = [run_load(url, n, args.seconds, endpoints=[name])
                             for name in PAIRS for n in (1, 4, 16)]
     finally:

@@ -77,32 +77,3 @@ def serve_in_background(demo: gr.Blocks, port: int, host: str = "127.0.0.1", tim
             raise TimeoutError(f"server not up on {host}:{port} after {timeout} s")
         time.sleep(0.05)
     return server
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas (M_ARENA_MAX). By default each thread that allocates under
-    contention may get its own arena (up to 8 per core), and freed memory stays in them: a server
-    whose worker threads decode images and run sessions concurrently then creeps up in resident
-    memory for a long time before it plateaus. Two arenas bound that (the soak in bench.load
-    measures it). Same effect as MALLOC_ARENA_MAX=2; a no-op off glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-8, int(os.environ.get("MALLOC_ARENA_MAX", arenas))))  # -8: M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
-
-
-def launch(demo: gr.Blocks) -> None:
-    """Serve UI and REST on host and port from the environment (Hugging Face Spaces sets
-    GRADIO_SERVER_NAME/PORT)."""
-    import uvicorn
-
-    limit_malloc_arenas()
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    print(f"ConvScope on http://{host}:{port}/ (REST docs: /api/v1/docs)", flush=True)
-    uvicorn.run(serve(demo), host=host, port=port, log_level="warning")

@@ -41,8 +41,9 @@ def test_uploads_are_deleted_within_the_configured_window(tmp_path, monkeypatch)
 
 
 GUARD = r"""
-import socket, sys, os
+import socket, sys, os, runpy, signal, threading, time, urllib.request
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["GRADIO_SERVER_PORT"] = port = sys.argv[1]
 attempts = []
 _connect = socket.socket.connect
 def guarded(self, address):
@@ -52,15 +53,21 @@ def guarded(self, address):
         raise OSError(f"outbound connection to {host} blocked by the test")
     return _connect(self, address)
 socket.socket.connect = guarded
-import app
-from convscope.app import serve_in_background
-server = serve_in_background(app.demo, int(sys.argv[1]))
-import urllib.request, time
-for path in ("", "gradio_api/info", "api/v1/models", "api/v1/docs"):
-    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/{path}", timeout=30).read()
-time.sleep(2)
-server.should_exit = True
-print("ATTEMPTS", attempts)
+def visit():  # once the UI is up: the pages a visitor and a client load, then stop the server
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+            break
+        except OSError:
+            time.sleep(0.2)
+    for path in ("", "gradio_api/info", "api/v1/models", "api/v1/docs"):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=30).read()
+    time.sleep(2)
+    print("ATTEMPTS", attempts, flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=visit, daemon=True).start()
+runpy.run_path("app.py", run_name="__main__")  # exactly what `python app.py` runs
 """
 
 
