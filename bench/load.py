@@ -81,6 +81,10 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
         "echo_film": echo(film_path),
         "rest_predict_digit": rest("predict/mnist_cnn", seven),
         "rest_classify_image": rest("predict/cifar_resnet", cat),
+        # the other CIFAR-10 models and precisions (the suite's round trips: what each one adds)
+        "rest_cifar_resnet_int8": rest("predict/cifar_resnet?precision=int8", cat),
+        "rest_cifar_inception": rest("predict/cifar_inception", cat),
+        "rest_cifar_simple": rest("predict/cifar_simple", cat),
         "rest_diagnose_xray": rest("predict/xray_pneumonia", film_bytes),
         "rest_echo": rest("echo", seven),
         "rest_echo_photo": rest("echo", cat),
