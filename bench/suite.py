@@ -61,7 +61,7 @@ def bench_models(runs: int) -> list[dict]:
     for m in [*reg.for_tab("digits"), *reg.for_tab("cifar10"), *reg.for_tab("xray")]:
         net = nets.from_checkpoint(torch.load(REPO / "checkpoints" / f"{m.name}.pt", map_location="cpu",
                                               weights_only=False))
-        row = {"model": m.name}
+        row = {"model": m.name, "gflop_per_image": m.card.flops / 1e9}  # conv + linear, TTA views included
         for batch in (1, 32):
             x = np.random.default_rng(0).integers(0, 256, (batch, *m.card.input["shape"][1:]), dtype=np.uint8)
             xt = torch.from_numpy(x.copy()).permute(0, 3, 1, 2).float()
@@ -80,6 +80,9 @@ def bench_models(runs: int) -> list[dict]:
             row[f"speedup_fp32_b{batch}"] = row[f"torch_b{batch}_ms"] / row[f"fp32_b{batch}_ms"]
             if "int8" in fns:
                 row[f"speedup_int8_b{batch}"] = row[f"torch_b{batch}_ms"] / row[f"int8_b{batch}_ms"]
+        # arithmetic throughput at batch 1: how close each runtime is to what one core can do at all
+        row["fp32_b1_gflops"] = row["gflop_per_image"] / row["fp32_b1_ms"] * 1e3
+        row["torch_b1_gflops"] = row["gflop_per_image"] / row["torch_b1_ms"] * 1e3
         rows.append(row)
     return rows
 
@@ -135,15 +138,17 @@ def bench_roundtrips(url: str, requests: int) -> dict:
 
 def table(r: dict) -> str:
     lines = [f"Measured {r['when']} on {r['machine']} by `python -m bench.suite`.", "",
-             "| model | ORT FP32 b1 | INT8 b1 | torch b1 | speed-up b1 (FP32 / INT8) | ORT FP32 b32 | INT8 b32 "
-             "| torch b32 | speed-up b32 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model | GFLOP per image | ORT FP32 b1 | INT8 b1 | torch b1 | speed-up b1 (FP32 / INT8) "
+             "| GFLOP/s b1 (ORT FP32 / torch) | ORT FP32 b32 | INT8 b32 | torch b32 | speed-up b32 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in r["models"]:
         i1 = f"{m['int8_b1_ms']:.2f} ms" if "int8_b1_ms" in m else "—"
         i32 = f"{m['int8_b32_ms']:.1f} ms" if "int8_b32_ms" in m else "—"
         s1 = f"{m['speedup_fp32_b1']:.1f}×" + (f" / {m['speedup_int8_b1']:.1f}×" if "speedup_int8_b1" in m else "")
         s32 = f"{m['speedup_fp32_b32']:.1f}×" + (f" / {m['speedup_int8_b32']:.1f}×" if "speedup_int8_b32" in m
                                                    else "")
-        lines.append(f"| `{m['model']}` | {m['fp32_b1_ms']:.2f} ms | {i1} | {m['torch_b1_ms']:.2f} ms | {s1} "
+        lines.append(f"| `{m['model']}` | {m['gflop_per_image']:.3f} | {m['fp32_b1_ms']:.2f} ms | {i1} "
+                     f"| {m['torch_b1_ms']:.2f} ms | {s1} | {m['fp32_b1_gflops']:.0f} / {m['torch_b1_gflops']:.0f} "
                      f"| {m['fp32_b32_ms']:.1f} ms | {i32} | {m['torch_b32_ms']:.1f} ms | {s32} |")
     s = r["server"]
     lines += ["", f"Server: first answer (REST) {s['first_answer_s']:.1f} s after process start, web UI ready "
