@@ -2,7 +2,7 @@
 
 The same file is the Hugging Face Space entry point. No torch here: ONNX Runtime only.
 Run as a script, the REST API answers within about a second and the Gradio UI joins when it is
-built (convscope.server); imported (tests, `gradio app.py` reload mode), ``demo`` is built here.
+built (convscope.server); imported (tests, notebooks), ``demo`` is built here.
 """
 
 import os
