@@ -149,7 +149,7 @@ def measure_without_tta(ckpt: dict, test, tmp: Path, reject_below: float) -> dic
             "flops": count_flops(plain, (c, h, w)), "latency_median_ms": latency_ms(path, test.x)["median_ms"]}
 
 
-def xray_extras(recipe, sess, args, metrics: dict, history: list[dict]) -> dict:
+def xray_extras(recipe, sess, args, metrics: dict, history: list[dict], config: dict) -> dict:
     """What an X-ray card adds: the from-scratch baseline (transfer-learning gain) and, for the
     3-class model, the source-confound probe."""
     out = {}
@@ -162,6 +162,10 @@ def xray_extras(recipe, sess, args, metrics: dict, history: list[dict]) -> dict:
             "accuracy_gain_pp": round(100 * (metrics["accuracy"] - b["metrics"]["accuracy"]), 2),
             "roc_auc_gain": round(metrics["roc_auc"] - b["metrics"]["roc_auc"], 4),
             "epochs": {"pretrained": len(history), "from_scratch": len(b["training"]["history"])},
+            # every hyperparameter in which the two runs differ, read from both configs, not described by hand
+            "config_differences": {k: {"pretrained": v, "from_scratch": b["training"]["config"].get(k)}
+                                   for k, v in config.items()
+                                   if k not in ("smoke",) and v != b["training"]["config"].get(k)},
             # the fair comparison when the budgets differ: the same epoch of both runs, on validation
             "validation_by_epoch": [
                 {"epoch": p["epoch"], "pretrained_val_acc": p["val_acc"], "from_scratch_val_acc": q["val_acc"],
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         if calibrated:
             xm, cal = clinical.evaluate(predict_probs(sess, val.x), val.y, probs, test.y, test.labels, temperature)
             metrics |= xm | {"labels": test.labels}
-            extras = xray_extras(recipe, sess, args, metrics, ckpt.get("history", []))
+            extras = xray_extras(recipe, sess, args, metrics, ckpt.get("history", []), ckpt.get("config", {}))
             metrics |= extras
         else:
             metrics |= classification_metrics(probs, test.y, test.labels, recipe.reject_below) | {"labels": test.labels}

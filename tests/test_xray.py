@@ -331,3 +331,15 @@ def test_real_films_through_the_app(client, tmp_path, kermany_test):
             (tmp_path / name).write_bytes(data)
             out = client.predict(handle_file(str(tmp_path / name)), card.name, "fp32", api_name="/diagnose_xray")
             assert out["decision"] == card.labels[cls], name
+
+
+@pytest.mark.parametrize("card", [c for c in CARDS if c.metrics.get("transfer_learning")], ids=lambda c: c.name)
+def test_the_transfer_learning_gain_is_stated_with_what_else_differed(card):
+    from convscope.tabs.xray import transfer_sentence
+
+    tl = card.metrics["transfer_learning"]
+    text = transfer_sentence(card)
+    assert f"{tl['accuracy_gain_pp']:+.2f} points" in text and f"{tl['roc_auc_gain']:+.4f}" in text
+    assert tl["config_differences"], "the baseline's recipe differs at least in its learning rate"
+    for k, d in tl["config_differences"].items():
+        assert f"{k} {d['pretrained']} vs {d['from_scratch']}" in text

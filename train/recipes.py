@@ -80,6 +80,9 @@ _XRAY_LIMITS = (
 # light geometry and exposure augmentation
 _XRAY_TRAIN = {"batch_size": 32, "optimizer": "adamw", "weight_decay": 0.02, "warmup": 0.15, "keep_best": True,
                "rotate": 10.0, "translate": 0.06, "scale": 0.1, "jitter": 0.2}
+# xray_pneumonia's stronger geometry and exposure augmentation: a later recipe, kept because its best
+# validation loss beat the run with _XRAY_TRAIN's (the rule was set before its test figures were seen)
+_XRAY_STRONG_AUG = {"rotate": 15.0, "translate": 0.1, "scale": 0.2, "jitter": 0.4}
 LITE0_WEIGHTS = "weights/efficientnet-lite0-57934424.pth"
 
 RECIPES: dict[str, Recipe] = {
@@ -170,11 +173,12 @@ RECIPES: dict[str, Recipe] = {
             dataset="xray2",
             tab="xray",
             description="EfficientNet-Lite0 pretrained on ImageNet, fine-tuned end to end on the Kermany "
-                        "pediatric chest X-rays (normal vs pneumonia) at 224x224: AdamW, one-cycle, light "
-                        "rotation/shift/zoom and exposure jitter, the epoch of lowest validation loss kept; "
+                        "pediatric chest X-rays (normal vs pneumonia) at 224x224: AdamW, one-cycle, rotation "
+                        "(15 degrees), shift (10%), zoom (20%) and exposure jitter (40%), the epoch of lowest "
+                        "validation loss kept; "
                         "temperature and decision threshold fitted on the patient-level validation split.",
             arch_kwargs={"num_classes": 2},
-            config=Config(epochs=6, lr=5e-4, **_XRAY_TRAIN),
+            config=Config(epochs=6, lr=5e-4, **(_XRAY_TRAIN | _XRAY_STRONG_AUG)),
             pretrained=LITE0_WEIGHTS,
             int8=True, int8_profile="mobile",
             limitations=_XRAY_LIMITS,
@@ -190,7 +194,7 @@ RECIPES: dict[str, Recipe] = {
             arch_kwargs={"num_classes": 2},
             # 3 epochs, half xray_pneumonia's 6: what this session's CPU allowed. The card compares the two
             # at equal epochs on validation too (both histories), so the budget difference is visible.
-            config=Config(epochs=3, lr=2e-3, **_XRAY_TRAIN),
+            config=Config(epochs=3, lr=2e-3, **(_XRAY_TRAIN | _XRAY_STRONG_AUG)),
             limitations=_XRAY_LIMITS,
         ),
         Recipe(

@@ -105,6 +105,10 @@ def transfer_sentence(card: ModelCard) -> str | None:
             f"({ep.get('pretrained', '?')} epochs); the same network from scratch {s['accuracy']:.2%} / AUC "
             f"{s['roc_auc']:.4f} ({ep.get('from_scratch', '?')} epochs): ImageNet adds **{tl['accuracy_gain_pp']:+.2f} "
             f"points** of test accuracy and **{tl['roc_auc_gain']:+.4f}** AUC (models/{tl['baseline_file']}).")
+    diff = tl.get("config_differences")
+    if diff:  # what else differed between the two runs, so the gain is read for what it is
+        text += " The runs also differ in: " + ", ".join(
+            f"{k} {d['pretrained']} vs {d['from_scratch']}" for k, d in diff.items()) + "."
     same = tl.get("validation_by_epoch")
     if same:
         text += " At equal epochs on validation: " + "; ".join(
