@@ -1,7 +1,7 @@
 """ConvScope: `python app.py` serves every model in models/ at http://127.0.0.1:7860.
 
 The same file is the Hugging Face Space entry point. No torch here: ONNX Runtime only.
-Run as a script, the REST API answers within about a second and the Gradio UI joins when it is
+Run as a script, the REST API answers before Gradio is even imported and the Gradio UI joins when it is
 built (convscope.server); imported (tests, notebooks), ``demo`` is built here.
 """
 

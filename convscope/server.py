@@ -91,6 +91,8 @@ class LateUI:
             from convscope.app import build_app, serve
 
             self.started.wait()
+            # a new app with its own REST routes on the same registry: the live REST app is not
+            # mutated from this thread while it serves; requests switch over in one assignment
             full = serve(build_app(registry=self.registry))
             asyncio.run_coroutine_threadsafe(self._switch(full), self.loop).result()
             print(f"UI ready {time.perf_counter() - t0:.1f} s after start", flush=True)
