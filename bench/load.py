@@ -30,9 +30,29 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_app(port: int) -> subprocess.Popen:
-    from bench.classifiers import wait_up
+def stats(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "mean_ms": float(a.mean()), "n": len(a)}
 
+
+def wait_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> float:
+    """Seconds until ``url`` answers 200 (a 503 while the UI is still being built counts as not up)."""
+    import urllib.request
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError("app exited during start-up")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return time.perf_counter() - t0
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"app not up after {timeout}s")
+
+
+def start_app(port: int) -> subprocess.Popen:
     env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -81,8 +101,9 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
         "echo_film": echo(film_path),
         "rest_predict_digit": rest("predict/mnist_cnn", seven),
         "rest_classify_image": rest("predict/cifar_resnet", cat),
-        # the other CIFAR-10 models and precisions (the suite's round trips: what each one adds)
-        "rest_cifar_resnet_int8": rest("predict/cifar_resnet?precision=int8", cat),
+        # the other CIFAR-10 models and variants (the suite's round trips: what each one adds)
+        "rest_cifar_resnet_int8": rest("predict/cifar_resnet?variant=int8", cat),
+        "rest_cifar_resnet_single_view": rest("predict/cifar_resnet?variant=single_view", cat),
         "rest_cifar_inception": rest("predict/cifar_inception", cat),
         "rest_cifar_simple": rest("predict/cifar_simple", cat),
         "rest_diagnose_xray": rest("predict/xray_pneumonia", film_bytes),

@@ -1,6 +1,7 @@
 """The benchmark suite: one command, one table, one JSON (a script, not a test).
 
     python -m bench.suite [--seconds 8] [--readme]   # --readme: write the table into README.md
+    python -m bench.suite --models-only              # part 1 alone (a few minutes)
 
 1. Per classifier: ONNX Runtime FP32 (and INT8 where shipped) vs torch eager, batch 1 and 32,
    1 thread each, interleaved in the same run, so the ratios compare like with like.
@@ -24,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.classifiers import stats
-from bench.load import make_calls, rss_mb, run_load
+from bench.load import make_calls, rss_mb, run_load, stats
 
 REPO = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench:start (python -m bench.suite --readme) -->", "<!-- bench:end -->"
@@ -34,10 +34,11 @@ PAIRS = {  # endpoint -> the echo of the same API and upload
     "rest_predict_digit": "rest_echo", "rest_classify_image": "rest_echo_photo",
     "rest_diagnose_xray": "rest_echo_film",
 }
-# round trips only (not the concurrency runs): the CIFAR tab's other models and precisions over REST;
-# rest_classify_image is cifar_resnet fp32, whose 6 test-time-augmentation views cost the most
-MORE_ROUNDTRIPS = {"rest_cifar_resnet_int8": "rest_echo_photo", "rest_cifar_inception": "rest_echo_photo",
-                   "rest_cifar_simple": "rest_echo_photo"}
+# round trips only (not the concurrency runs): the CIFAR tab's other models and variants over REST;
+# rest_classify_image is cifar_resnet's main file, whose 6 test-time-augmentation views cost the most;
+# its "single_view" variant is the same weights on the photo alone
+MORE_ROUNDTRIPS = {"rest_cifar_resnet_int8": "rest_echo_photo", "rest_cifar_resnet_single_view": "rest_echo_photo",
+                   "rest_cifar_inception": "rest_echo_photo", "rest_cifar_simple": "rest_echo_photo"}
 
 
 def timed(fn, runs: int) -> list[float]:
@@ -60,41 +61,54 @@ def core_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 / min(timed(lambda: torch.mm(a, b), reps)) / 1e6
 
 
+def bench_model(m, net, columns: dict[str, str], name: str, flops: int, runs: int) -> dict:
+    """ORT (one column per ``columns`` key: fp32, int8 -> the model's variant that runs there) vs torch
+    eager ``net`` on the same random images, batch 1 and 32, interleaved."""
+    import torch
+
+    row = {"model": name, "gflop_per_image": flops / 1e9}  # conv + linear, TTA views included
+    for batch in (1, 32):
+        x = np.random.default_rng(0).integers(0, 256, (batch, *m.card.input["shape"][1:]), dtype=np.uint8)
+        xt = torch.from_numpy(x.copy()).permute(0, 3, 1, 2).float()
+        fns = {col: (lambda v=v, x=x: m.probs(x, v)) for col, v in columns.items()}
+        fns["torch"] = lambda: torch.softmax(net(xt), dim=1)  # noqa: B023 (called in this iteration)
+        with torch.inference_mode():
+            for fn in fns.values():
+                timed(fn, 3)
+            n = max(10, runs // batch)
+            times = {k: [] for k in fns}
+            for _ in range(n):  # interleaved: every runtime sees the same machine load
+                for k, fn in fns.items():
+                    times[k] += timed(fn, 1)
+        for k, v in times.items():
+            row[f"{k}_b{batch}_ms"] = float(np.median(v))
+        row[f"speedup_fp32_b{batch}"] = row[f"torch_b{batch}_ms"] / row[f"fp32_b{batch}_ms"]
+        if "int8" in fns:
+            row[f"speedup_int8_b{batch}"] = row[f"torch_b{batch}_ms"] / row[f"int8_b{batch}_ms"]
+    # arithmetic throughput at batch 1: how close each runtime is to what one core can do at all
+    row["fp32_b1_gflops"] = row["gflop_per_image"] / row["fp32_b1_ms"] * 1e3
+    row["torch_b1_gflops"] = row["gflop_per_image"] / row["torch_b1_ms"] * 1e3
+    return row
+
+
 def bench_models(runs: int) -> list[dict]:
     import torch
 
-    from convscope.runtime import load_registry
+    from convscope.runtime import MAIN_VARIANT, load_registry
     from train import nets
 
     torch.set_num_threads(1)
     reg = load_registry()
     rows = []
     for m in [*reg.for_tab("digits"), *reg.for_tab("cifar10"), *reg.for_tab("xray")]:
-        net = nets.from_checkpoint(torch.load(REPO / "checkpoints" / f"{m.name}.pt", map_location="cpu",
-                                              weights_only=False))
-        row = {"model": m.name, "gflop_per_image": m.card.flops / 1e9}  # conv + linear, TTA views included
-        for batch in (1, 32):
-            x = np.random.default_rng(0).integers(0, 256, (batch, *m.card.input["shape"][1:]), dtype=np.uint8)
-            xt = torch.from_numpy(x.copy()).permute(0, 3, 1, 2).float()
-            fns = {p: (lambda p=p, m=m, x=x: m.probs(x, p)) for p in m.precisions}
-            fns["torch"] = lambda net=net, xt=xt: torch.softmax(net(xt), dim=1)
-            with torch.inference_mode():
-                for fn in fns.values():
-                    timed(fn, 3)
-                n = max(10, runs // batch)
-                times = {k: [] for k in fns}
-                for _ in range(n):  # interleaved: every runtime sees the same machine load
-                    for k, fn in fns.items():
-                        times[k] += timed(fn, 1)
-            for k, v in times.items():
-                row[f"{k}_b{batch}_ms"] = float(np.median(v))
-            row[f"speedup_fp32_b{batch}"] = row[f"torch_b{batch}_ms"] / row[f"fp32_b{batch}_ms"]
-            if "int8" in fns:
-                row[f"speedup_int8_b{batch}"] = row[f"torch_b{batch}_ms"] / row[f"int8_b{batch}_ms"]
-        # arithmetic throughput at batch 1: how close each runtime is to what one core can do at all
-        row["fp32_b1_gflops"] = row["gflop_per_image"] / row["fp32_b1_ms"] * 1e3
-        row["torch_b1_gflops"] = row["gflop_per_image"] / row["torch_b1_ms"] * 1e3
-        rows.append(row)
+        ckpt = torch.load(REPO / "checkpoints" / f"{m.name}.pt", map_location="cpu", weights_only=False)
+        columns = {"fp32": MAIN_VARIANT} | ({"int8": "int8"} if "int8" in m.variants else {})
+        rows.append(bench_model(m, nets.from_checkpoint(ckpt), columns, m.name, m.card.flops, runs))
+        if "single_view" in m.variants:  # its own row: against torch without the TTA views too
+            plain = nets.from_checkpoint(ckpt)
+            plain.tta_level = 0
+            rows.append(bench_model(m, plain, {"fp32": "single_view"}, f"{m.name} (single_view)",
+                                    m.card.variants["single_view"]["flops"], runs))
     return rows
 
 
@@ -147,9 +161,8 @@ def bench_roundtrips(url: str, requests: int) -> dict:
     return out
 
 
-def table(r: dict) -> str:
-    lines = [f"Measured {r['when']} on {r['machine']} by `python -m bench.suite`.", "",
-             "| model | GFLOP per image | ORT FP32 b1 | INT8 b1 | torch b1 | speed-up b1 (FP32 / INT8) "
+def model_table(r: dict) -> str:
+    lines = ["| model | GFLOP per image | ORT FP32 b1 | INT8 b1 | torch b1 | speed-up b1 (FP32 / INT8) "
              "| GFLOP/s b1 (ORT FP32 / torch) | ORT FP32 b32 | INT8 b32 | torch b32 | speed-up b32 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in r["models"]:
@@ -161,9 +174,14 @@ def table(r: dict) -> str:
         lines.append(f"| `{m['model']}` | {m['gflop_per_image']:.3f} | {m['fp32_b1_ms']:.2f} ms | {i1} "
                      f"| {m['torch_b1_ms']:.2f} ms | {s1} | {m['fp32_b1_gflops']:.0f} / {m['torch_b1_gflops']:.0f} "
                      f"| {m['fp32_b32_ms']:.1f} ms | {i32} | {m['torch_b32_ms']:.1f} ms | {s32} |")
-    lines += ["", f"GFLOP/s: the card's conv + linear FLOPs per image (test-time-augmentation views included) over "
-              f"the median batch-1 time; one core's fp32 matrix multiply reaches {r['core_gflops']:.0f} GFLOP/s "
-              "here (torch.mm 1024², 1 thread), the practical ceiling of either runtime."]
+    note = (f"GFLOP/s: the card's conv + linear FLOPs per image (test-time-augmentation views included) over the "
+            f"median batch-1 time; one core's fp32 matrix multiply reaches {r['core_gflops']:.0f} GFLOP/s here "
+            "(torch.mm 1024², 1 thread), the practical ceiling of either runtime.")
+    return "\n".join([*lines, "", note])
+
+
+def table(r: dict) -> str:
+    lines = [f"Measured {r['when']} on {r['machine']} by `python -m bench.suite`.", "", model_table(r)]
     s = r["server"]
     lines += ["", f"Server: first answer (REST) {s['first_answer_s']:.1f} s after process start, web UI ready "
               f"{s['ui_ready_s']:.1f} s; resident memory with all models loaded {s['rss_mb']:.0f} MB.", "",
@@ -188,15 +206,24 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8, help="per endpoint and concurrency level")
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "suite.json"))
     ap.add_argument("--readme", action="store_true", help="write the table between the README's bench markers")
+    ap.add_argument("--models-only", action="store_true", help="part 1 only: ORT vs torch per model, printed")
     args = ap.parse_args()
+    load = os.getloadavg()[0]
+    if load > 0.5:  # torch eager slows far more than ORT under contention: busy-machine ratios flatter ORT
+        print(f"warning: load average {load:.2f} before the run; the ratios mean something on a quiet machine",
+              file=sys.stderr)
 
     import onnxruntime
     import torch
 
     r = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
          f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"}
+    r["load_average_at_start"] = load
     r["models"] = bench_models(args.runs)
     r["core_gflops"] = core_gflops()
+    if args.models_only:
+        print(model_table(r))
+        return
     port = 7800 + os.getpid() % 90
     proc, first, ui = start_server(port)
     url = f"http://127.0.0.1:{port}/"

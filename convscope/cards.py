@@ -51,8 +51,9 @@ class ModelCard:
     parity: dict  # max |torch - onnxruntime| per output on random and real inputs
     artifacts: dict = field(default_factory=dict)  # figure files beside the card
     layers: list[dict] = field(default_factory=list)  # per-node table from the ONNX graph (export.graph_table)
-    # other precisions of the same model, e.g. {"int8": {file, sha256, accuracy, accuracy_drop_pp, latency,
-    # shipped, ...}} measured like the main file (export.quantize); a variant that failed its bound has no file
+    # other files of the same model, measured like the main file: {"int8": {label, file, sha256, accuracy,
+    # accuracy_drop_pp, latency, shipped, ...}} (export.quantize; an INT8 file that failed its bound has no
+    # file), {"single_view": {...}} (a net with test-time augmentation in its graph, without it: faster)
     variants: dict = field(default_factory=dict)
     sha256: str = ""  # of ``file``; empty only inside the ONNX metadata copy
     schema: int = SCHEMA_VERSION
@@ -111,10 +112,10 @@ class ModelCard:
     def output_names(self, kind: str) -> list[str]:
         return [o["name"] for o in self.outputs if o["kind"] == kind]
 
-    def verify_file(self, models_dir: Path, precision: str | None = None) -> Path:
+    def verify_file(self, models_dir: Path, variant: str | None = None) -> Path:
         """Path of the model file (or of a variant's), after checking it exists and matches its sha256."""
-        file, sha = (self.file, self.sha256) if precision is None else \
-            (self.variants[precision]["file"], self.variants[precision]["sha256"])
+        file, sha = (self.file, self.sha256) if variant is None else \
+            (self.variants[variant]["file"], self.variants[variant]["sha256"])
         path = models_dir / file
         if not path.exists():
             raise CardError(f"model file {file} is missing")
@@ -125,8 +126,12 @@ class ModelCard:
         return path
 
     def shipped_variants(self) -> list[str]:
-        """Precisions besides the main file that passed their accuracy bound and ship a file."""
+        """Variants besides the main file that ship a file (INT8: only within its accuracy bound)."""
         return [k for k, v in self.variants.items() if v.get("shipped") and v.get("file")]
+
+    def variant_label(self, variant: str) -> str:
+        """The UI's name for the main file ("fp32") or a variant: its card's ``label``, else the key."""
+        return self.variants.get(variant, {}).get("label") or variant.upper()
 
 
 def sha256_file(path: str | Path) -> str:

@@ -1,8 +1,8 @@
 """The REST API beside the UI, in the same server: plain HTTP + JSON for scripts and services.
 
     GET  /api/v1/models               every served model's card, plus the provider it runs on
-    POST /api/v1/predict/{model}      multipart field ``image`` [?precision=int8]
-                                      -> {model, precision, label, probabilities, latency_ms}
+    POST /api/v1/predict/{model}      multipart field ``image`` [?variant=int8 | single_view]
+                                      -> {model, variant, label, probabilities, latency_ms}
     GET  /api/v1/docs                 OpenAPI docs (schema at /api/v1/openapi.json)
 
 Errors are JSON ``{"detail": reason}`` with a 4xx status: 404 unknown model, 400 a model that
@@ -16,12 +16,12 @@ import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from PIL import Image
 from pydantic import BaseModel
 
 from convscope.preprocess import InputError, TooLarge, Unreadable, read_image
-from convscope.runtime import MAIN_PRECISION, Registry
+from convscope.runtime import MAIN_VARIANT, Registry
 
 API = "/api/v1"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # as the UI's max_file_size
@@ -30,7 +30,7 @@ ImageFile = Annotated[UploadFile, File(description="an image file (multipart fie
 
 class Prediction(BaseModel):
     model: str
-    precision: str  # which file answered: "fp32", or a shipped variant such as "int8"
+    variant: str  # which file answered: "fp32" (the main file), or a shipped variant: "int8", "single_view"
     label: str  # the model's decision: for binary X-ray models, at the card's calibrated threshold
     probabilities: dict[str, float]  # every class, most probable first
     latency_ms: float  # decoding, preprocessing and inference on the server
@@ -78,12 +78,15 @@ def build_rest(registry: Registry) -> FastAPI:
                          404: {"description": "unknown model"}, 413: {"description": "file or image too large"},
                          415: {"description": "not a readable image"},
                          422: {"description": "an image the model cannot use, e.g. a blank canvas"}})
-    def predict(model: str, image: ImageFile, precision: str = MAIN_PRECISION) -> Prediction:
+    def predict(model: str, image: ImageFile,
+                variant: Annotated[str, Query(description="fp32 (the main file), or a variant the card "
+                                              "ships: int8, single_view (no test-time augmentation)")]
+                = MAIN_VARIANT) -> Prediction:
         m = registry.models.get(model)
         if m is None:
             raise HTTPException(404, f"Unknown model {model!r}; known: {sorted(registry.models)}.")
-        if precision not in m.precisions:
-            raise HTTPException(400, f"{model} ships {m.precisions}, not {precision!r}.")
+        if variant not in m.variant_names:
+            raise HTTPException(400, f"{model} ships {m.variant_names}, not {variant!r}.")
         if not m.card.output_names("probs"):
             raise HTTPException(400, f"{model} is a feature extractor, not a classifier.")
         data = read_upload(image)
@@ -95,10 +98,10 @@ def build_rest(registry: Registry) -> FastAPI:
             raise HTTPException(413, str(e)) from None
         except InputError as e:
             raise HTTPException(422, str(e)) from None
-        probs = m.probs(x[None], precision)[0]
+        probs = m.probs(x[None], variant)[0]
         order = probs.argsort()[::-1]
         labels = m.card.labels
-        return Prediction(model=model, precision=precision, label=labels[m.decide(probs)],
+        return Prediction(model=model, variant=variant, label=labels[m.decide(probs)],
                           probabilities={labels[i]: float(probs[i]) for i in order},
                           latency_ms=(time.perf_counter() - t) * 1e3)
 

@@ -51,14 +51,14 @@ def make_session(path: str | Path, threads: int | None = None) -> ort.InferenceS
     return ort.InferenceSession(str(path), session_options(threads), providers=[CPU])
 
 
-MAIN_PRECISION = "fp32"
+MAIN_VARIANT = "fp32"  # the card's main file; other variants (INT8, one view without TTA) are opt-in
 
 
 @dataclass
 class ServedModel:
     card: ModelCard
     session: ort.InferenceSession
-    variants: dict[str, ort.InferenceSession] = field(default_factory=dict)  # e.g. {"int8": session}
+    variants: dict[str, ort.InferenceSession] = field(default_factory=dict)  # {"int8": session, ...}
 
     @property
     def name(self) -> str:
@@ -69,16 +69,16 @@ class ServedModel:
         return self.session.get_providers()[0]
 
     @property
-    def precisions(self) -> list[str]:
-        return [MAIN_PRECISION, *self.variants]
+    def variant_names(self) -> list[str]:
+        return [MAIN_VARIANT, *self.variants]
 
-    def run(self, outputs: list[str], images: np.ndarray, precision: str = MAIN_PRECISION) -> list[np.ndarray]:
+    def run(self, outputs: list[str], images: np.ndarray, variant: str = MAIN_VARIANT) -> list[np.ndarray]:
         """Run on uint8 NHWC ``images`` (a batch), fetching only the named ``outputs``."""
-        sess = self.session if precision == MAIN_PRECISION else self.variants[precision]
+        sess = self.session if variant == MAIN_VARIANT else self.variants[variant]
         return sess.run(outputs, {self.card.input["name"]: images})
 
-    def probs(self, images: np.ndarray, precision: str = MAIN_PRECISION) -> np.ndarray:
-        return self.run(["probs"], images, precision)[0]
+    def probs(self, images: np.ndarray, variant: str = MAIN_VARIANT) -> np.ndarray:
+        return self.run(["probs"], images, variant)[0]
 
     def decide(self, probs: np.ndarray) -> int:
         """The class the app names for one image's ``probs``: for a binary model with a calibrated
@@ -133,12 +133,12 @@ def load_registry(models_dir: str | Path = MODELS_DIR) -> Registry:
                 raise CardError(f"{card.file} lacks outputs {sorted(want - got)} named in its card")
             model = reg.models[card.name] = ServedModel(card, sess)
             log.info("loaded %s on %s", card.name, sess.get_providers()[0])
-            for precision in card.shipped_variants():
+            for variant in card.shipped_variants():
                 try:  # a broken variant disables only itself
-                    model.variants[precision] = make_session(card.verify_file(models_dir, precision))
+                    model.variants[variant] = make_session(card.verify_file(models_dir, variant))
                 except Exception as e:
-                    reg.broken[f"{card.name}.{precision}"] = str(e) if isinstance(e, CardError) else repr(e)
-                    log.warning("variant %s.%s disabled: %s", card.name, precision, e)
+                    reg.broken[f"{card.name}.{variant}"] = str(e) if isinstance(e, CardError) else repr(e)
+                    log.warning("variant %s.%s disabled: %s", card.name, variant, e)
         except Exception as e:
             reg.broken[card_path.stem] = str(e) if isinstance(e, CardError) else f"{type(e).__name__}: {e}"
             log.warning("model %s disabled: %s", card_path.stem, reg.broken[card_path.stem])

@@ -104,7 +104,7 @@ def int8_variant(recipe, fp32_path: Path, out_path: Path, fp32_metrics: dict, te
                  threshold: float | None = None) -> dict:
     """Quantize, then measure the INT8 file exactly as the fp32 one (the same decision rule and,
     for binary X-ray models, the same threshold); ship it only within the bound."""
-    info = quantize_int8(fp32_path, out_path, calibration, recipe.int8_profile)
+    info = {"label": "INT8"} | quantize_int8(fp32_path, out_path, calibration, recipe.int8_profile)
     model = info.pop("model")
     onnx.helper.set_model_props(model, {"convscope_variant_of": recipe.name, "precision": "int8"})
     onnx.save(model, out_path)
@@ -136,17 +136,24 @@ def calibration_images(recipe, data_dir: str | None, smoke: bool) -> np.ndarray:
     return train.x[np.sort(pick)]
 
 
-def measure_without_tta(ckpt: dict, test, tmp: Path, reject_below: float) -> dict:
-    """Accuracy, FLOPs and latency of the same weights exported with ``tta_level=0``."""
+def single_view_variant(recipe, ckpt: dict, out_path: Path, fp32_metrics: dict, test) -> dict:
+    """The same weights without the test-time augmentation in the main graph (``tta_level=0``): the
+    photo alone, a fraction of the work, at the accuracy measured here. An opt-in for speed: it
+    always ships, and the card and the tab say what it costs."""
     plain = nets.from_checkpoint(ckpt)
     plain.tta_level = 0
-    path = tmp / "without_tta.onnx"
-    export_onnx(ExportWrapper(plain), path)
-    m = classification_metrics(predict_probs(make_session(path, threads=2), test.x), test.y, test.labels,
-                               reject_below)
+    model = export_onnx(ExportWrapper(plain), out_path)
+    onnx.helper.set_model_props(model, {"convscope_variant_of": recipe.name, "variant": "single_view"})
+    onnx.save(model, out_path)
+    m = classification_metrics(predict_probs(make_session(out_path, threads=2), test.x), test.y, test.labels,
+                               recipe.reject_below)
     c, h, w = ExportWrapper(plain).input_chw()
-    return {"accuracy": m["accuracy"], "errors": m["errors"], "per_class_accuracy": m["per_class_accuracy"],
-            "flops": count_flops(plain, (c, h, w)), "latency_median_ms": latency_ms(path, test.x)["median_ms"]}
+    return {"label": "FP32, one view (no TTA)", "tta_level": 0,
+            "method": "the main file's weights on the photo alone, without its test-time-augmentation views",
+            "accuracy": m["accuracy"], "errors": m["errors"], "per_class_accuracy": m["per_class_accuracy"],
+            "accuracy_drop_pp": round(100 * (fp32_metrics["accuracy"] - m["accuracy"]), 4),
+            "flops": count_flops(plain, (c, h, w)), "latency": latency_ms(out_path, test.x), "shipped": True,
+            "file": out_path.name, "sha256": sha256_file(out_path), "measured_with": fp32_metrics["measured_with"]}
 
 
 def xray_extras(recipe, sess, args, metrics: dict, history: list[dict], config: dict) -> dict:
@@ -258,14 +265,14 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         if recipe.tab == "none":  # a baseline measured for another card, not served
             return write_baseline(recipe, ckpt, metrics, cal, Path(args.models_dir))
         lat = latency_ms(tmp_path, test.x)
-        if getattr(net, "tta_level", 0):  # the card also reports the net without its TTA views
-            metrics["without_tta"] = measure_without_tta(ckpt, test, Path(tmp), recipe.reject_below)
-        variants = {}
-        int8_tmp = Path(tmp) / f"{recipe.name}.int8.onnx"
+        variants = {}  # name -> card entry; each measured from its file in the temporary folder
         if recipe.int8:
-            variants["int8"] = int8_variant(recipe, tmp_path, int8_tmp, metrics, test,
+            variants["int8"] = int8_variant(recipe, tmp_path, Path(tmp) / f"{recipe.name}.int8.onnx", metrics, test,
                                             calibration_images(recipe, args.data_dir, args.smoke),
                                             cal["threshold"] if cal else None)
+        if getattr(net, "tta_level", 0):
+            variants["single_view"] = single_view_variant(recipe, ckpt, Path(tmp) / f"{recipe.name}.single_view.onnx",
+                                                          metrics, test)
         graph_bytes = model.graph.SerializeToString()
 
         stem = models_dir / recipe.name
@@ -290,11 +297,12 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         # Embed the card, then prove the shipped graph is the one just measured.
         onnx.helper.set_model_props(model, {METADATA_KEY: card.metadata_json()})
         onnx.save(model, f"{stem}.onnx")
-        int8_path = Path(f"{stem}.int8.onnx")
-        if variants.get("int8", {}).get("shipped"):
-            shutil.copy(int8_tmp, int8_path)
-        else:
-            int8_path.unlink(missing_ok=True)  # never leave a stale variant the card does not vouch for
+        for name in ("int8", "single_view"):
+            path = Path(f"{stem}.{name}.onnx")
+            if variants.get(name, {}).get("shipped"):
+                shutil.copy(Path(tmp) / path.name, path)
+            else:
+                path.unlink(missing_ok=True)  # never leave a stale variant the card does not vouch for
     shipped = onnx.load(f"{stem}.onnx")
     assert shipped.graph.SerializeToString() == graph_bytes, "shipped graph differs from the measured one"
     card.sha256 = sha256_file(f"{stem}.onnx")
@@ -310,8 +318,9 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
                       "n": card.metrics["n"], "parity_max_abs_diff": parity["max_abs_diff"],
                       "params": card.params, "flops": card.flops,
                       "latency_ms_b1": round(lat["median_ms"], 3),
-                      **({"int8_accuracy": card.variants["int8"]["accuracy"],
-                          "int8_shipped": card.variants["int8"]["shipped"]} if card.variants else {})}, indent=1))
+                      "variants": {k: {"accuracy": v["accuracy"], "shipped": v["shipped"],
+                                       "latency_ms_b1": round(v["latency"]["median_ms"], 3)}
+                                   for k, v in card.variants.items()}}, indent=1))
     return card
 
 

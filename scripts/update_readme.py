@@ -42,7 +42,8 @@ def table(models_dir: Path = REPO / "models") -> str:
         m, t = c.metrics, c.training
         lat = c.artifacts.get("latency", {})
         machine = t.get("machine") or {}
-        tta = f"; {m['without_tta']['accuracy']:.2%} without TTA" if m.get("without_tta") else ""
+        one = c.variants.get("single_view")
+        tta = f"; {one['accuracy']:.2%} without TTA" if one else ""
         rows.append(
             f"| `{c.name}` — {c.title} | {c.tab} | **{m['accuracy']:.2%}** ({m['dataset']} {m['split']}, "
             f"n={m['n']:,}{tta}) "

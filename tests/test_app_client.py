@@ -129,16 +129,19 @@ def test_classify_image_sees_the_cat(client, tmp_path):
         assert out["label"] == "cat", (name, out)
 
 
-def test_classify_image_at_32px_equals_the_onnx_model(client, tmp_path, cifar_test):
-    """A CIFAR test image sent at 32x32 reaches the model unchanged: the app's answer is the file's."""
+@pytest.mark.parametrize("variant", ["fp32", *next(c for c in CARDS if c.name == "cifar_resnet").shipped_variants()])
+def test_classify_image_at_32px_equals_the_onnx_model(client, tmp_path, cifar_test, variant):
+    """A CIFAR test image sent at 32x32 reaches the model unchanged: the app's answer is the file's
+    (the main file, or the variant asked for)."""
     from convscope.runtime import MODELS_DIR, make_session
 
     idx = [int(np.flatnonzero(cifar_test.y == k)[0]) for k in range(10)]
     card = next(c for c in CARDS if c.name == "cifar_resnet")
-    probs = make_session(MODELS_DIR / card.file).run(["probs"], {"image": cifar_test.x[idx]})[0]
+    file = card.file if variant == "fp32" else card.variants[variant]["file"]
+    probs = make_session(MODELS_DIR / file).run(["probs"], {"image": cifar_test.x[idx]})[0]
     for i, p in zip(idx, probs, strict=True):
         path = tmp_path / f"{i}.png"
         Image.fromarray(cifar_test.x[i]).save(path)
-        out = client.predict(handle_file(str(path)), "cifar_resnet", api_name="/classify_image")
+        out = client.predict(handle_file(str(path)), "cifar_resnet", variant, api_name="/classify_image")
         assert out["label"] == card.labels[int(p.argmax())]
         assert out["confidences"][0]["confidence"] == pytest.approx(float(p.max()), abs=1e-5)

@@ -80,14 +80,19 @@ def test_bad_cards_are_refused(tmp_path):
 
 @pytest.mark.parametrize("card", [c for c in card_params() if c.values[0].variants])
 def test_variants_are_measured_and_shipped_only_within_their_bound(card):
-    for precision, v in card.variants.items():
+    for name, v in card.variants.items():
         assert v["measured_with"].startswith("onnxruntime") and 0 < v["accuracy"] <= 1
-        assert v["shipped"] == ships(v["accuracy_drop_pp"])  # within the bound, either way (export.quantize)
-        assert v["calibration_split"].startswith("training")
+        assert v["accuracy_drop_pp"] == pytest.approx(100 * (card.metrics["accuracy"] - v["accuracy"]), abs=1e-3)
+        if name == "int8":
+            assert v["shipped"] == ships(v["accuracy_drop_pp"])  # within the bound, either way (export.quantize)
+            assert v["calibration_split"].startswith("training")
+        else:  # one view of a net whose main file averages test-time-augmented views: an opt-in for speed
+            assert name == "single_view" and v["shipped"] and v["flops"] < card.flops
         if v["shipped"]:
-            assert sha256_file(MODELS_DIR / v["file"]) == v["sha256"]
+            assert v["file"] == f"{card.name}.{name}.onnx" and sha256_file(MODELS_DIR / v["file"]) == v["sha256"]
             sess = ort.InferenceSession(str(MODELS_DIR / v["file"]), providers=["CPUExecutionProvider"])
-            assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(MODELS_DIR / v["file"])).graph.node)
-            assert {o.name for o in sess.get_outputs()} >= set(card.output_names("probs")), precision
+            quantized = any(n.op_type == "QuantizeLinear" for n in onnx.load(str(MODELS_DIR / v["file"])).graph.node)
+            assert quantized == (name == "int8")
+            assert {o.name for o in sess.get_outputs()} >= set(card.output_names("probs")), name
         else:
-            assert not (MODELS_DIR / f"{card.name}.{precision}.onnx").exists()
+            assert not (MODELS_DIR / f"{card.name}.{name}.onnx").exists()

@@ -93,3 +93,18 @@ def test_onnx_cam_equals_autograd_gradcam(card):
         ref = gradcam.detach().numpy()
         tol = FEATURE_TOL * max(1.0, float(np.abs(ref).max()))
         np.testing.assert_allclose(cam_onnx[:, cls] / hw, ref, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("card", [p for p in card_params() if "single_view" in p.values[0].variants])
+def test_single_view_variant_matches_torch_without_its_tta(card):
+    wrapper, _ = load_pair(card)
+    wrapper.net.tta_level = 0
+    sess = make_session(MODELS_DIR / card.variants["single_view"]["file"])
+    h, w, c = card.input["shape"][1:]
+    x = np.random.default_rng(2).integers(0, 256, (5, h, w, c), dtype=np.uint8)
+    with torch.no_grad():
+        ref = wrapper(torch.from_numpy(x.copy()))[0]
+    (got,) = sess.run(["probs"], {"image": x})
+    np.testing.assert_allclose(got, ref.numpy(), atol=PARITY_TOL, rtol=0)
+    (main,) = make_session(MODELS_DIR / card.file).run(["probs"], {"image": x})
+    assert np.abs(main - got).max() > PARITY_TOL  # the main file's TTA views change the answer

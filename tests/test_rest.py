@@ -38,8 +38,8 @@ def test_predict_contract(http, client, model):
     r = predict(http, model, path.read_bytes(), path.name)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"model", "precision", "label", "probabilities", "latency_ms"} and body["model"] == model
-    assert body["precision"] == "fp32"
+    assert set(body) == {"model", "variant", "label", "probabilities", "latency_ms"} and body["model"] == model
+    assert body["variant"] == "fp32"
     probs = list(body["probabilities"].values())
     assert list(body["probabilities"]) == sorted(body["probabilities"], key=body["probabilities"].get, reverse=True)
     assert set(body["probabilities"]) == set(card.labels)
@@ -118,8 +118,11 @@ def test_models_report_their_real_provider(http):
 
 
 @pytest.mark.parametrize("card", [c for c in CARDS if c.shipped_variants()], ids=lambda c: c.name)
-def test_int8_variant_answers_and_unknown_precision_is_refused(http, card):
-    r = http.post(f"predict/{card.name}", params={"precision": "int8"}, files={"image": ("c.jpg", CAT.read_bytes())})
-    assert r.status_code == 200 and r.json()["precision"] == "int8"
-    r = http.post(f"predict/{card.name}", params={"precision": "fp4"}, files={"image": ("c.jpg", CAT.read_bytes())})
+def test_every_shipped_variant_answers_and_an_unknown_one_is_refused(http, card):
+    fp32 = http.post(f"predict/{card.name}", files={"image": ("c.jpg", CAT.read_bytes())}).json()
+    for variant in card.shipped_variants():
+        r = http.post(f"predict/{card.name}", params={"variant": variant}, files={"image": ("c.jpg", CAT.read_bytes())})
+        assert r.status_code == 200 and r.json()["variant"] == variant
+        assert r.json()["probabilities"] != fp32["probabilities"]  # another file answered
+    r = http.post(f"predict/{card.name}", params={"variant": "fp4"}, files={"image": ("c.jpg", CAT.read_bytes())})
     assert r.status_code == 400 and "fp4" in r.json()["detail"]

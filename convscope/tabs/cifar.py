@@ -21,7 +21,7 @@ from PIL import Image
 from convscope import visualize as viz
 from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, cifar_photo
-from convscope.runtime import MAIN_PRECISION, Registry, ServedModel
+from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
 from convscope.tabs.common import SafeImage, tab_models, top_k
 
 TAB = "cifar10"
@@ -31,46 +31,51 @@ CLASSIC_ARCHS = Path("reference") / "classic_archs.json"  # in the models folder
 PREVIEW_SIDE = 160  # px: the 32x32 input shown 5x, nearest-neighbour
 POLICY = ("The model sees the **centred square** of your photo shrunk to **32×32** (an area filter), "
           "as small as CIFAR-10's own photos: small or off-centre objects get lost.")
+# the Variant radio's names for the variant keys the cards use (one radio for every model in the tab)
+VARIANT_LABELS = {MAIN_VARIANT: "FP32", "int8": "INT8", "single_view": "FP32, one view (no TTA)"}
 EMPTY_MESSAGE = "📷 **Upload, snap or paste a photo**, or pick an example below."
 
 
-def classify(model: ServedModel, image32: np.ndarray, precision: str = MAIN_PRECISION) -> tuple[np.ndarray, float]:
+def classify(model: ServedModel, image32: np.ndarray, variant: str = MAIN_VARIANT) -> tuple[np.ndarray, float]:
     """Probabilities for one 32x32 RGB uint8 image, and the model's own time in ms."""
     t = time.perf_counter()
-    probs = model.probs(image32[None], precision)[0]
+    probs = model.probs(image32[None], variant)[0]
     return probs, (time.perf_counter() - t) * 1e3
 
 
-def precision_for(model: ServedModel, wanted: str) -> tuple[str, str]:
-    """The precision to run (the wanted one if this model ships it) and a note when it does not."""
-    if wanted in model.precisions:
+def variant_for(model: ServedModel, wanted: str) -> tuple[str, str]:
+    """The variant to run (the wanted one if this model ships it) and a note when it does not."""
+    if wanted in model.variant_names:
         return wanted, ""
-    return MAIN_PRECISION, f" ({wanted.upper()} is not shipped for this model: running {MAIN_PRECISION.upper()})"
+    return MAIN_VARIANT, f" ({VARIANT_LABELS.get(wanted, wanted)} is not shipped for this model: running " \
+                         f"{model.card.variant_label(MAIN_VARIANT)})"
 
 
-def verdict(model: ServedModel, probs: np.ndarray, ms: float, precision: str = MAIN_PRECISION) -> str:
+def verdict(model: ServedModel, probs: np.ndarray, ms: float, variant: str = MAIN_VARIANT) -> str:
     labels, threshold = model.card.labels, model.card.calibration["reject_below"]
     best = int(probs.argmax())
-    timing = f"{ms:.1f} ms, {precision.upper()}"
+    timing = f"{ms:.1f} ms, {model.card.variant_label(variant)}"
     if probs[best] < threshold:
         return (f"🤔 **Maybe none of these 10 classes.** Best guess *{labels[best]}* at {probs[best]:.0%}, "
                 f"under this model's {threshold:.0%} threshold · {timing}")
     return f"Looks like a **{labels[best]}** ({probs[best]:.1%}) · {timing}"
 
 
-def precision_note(models: list[ServedModel]) -> str:
-    """What INT8 costs and buys, per model, from the cards."""
+def variant_note(models: list[ServedModel]) -> str:
+    """What each variant costs and buys, per model, from the cards (test-set accuracy, batch-1 latency)."""
     lines = []
     for m in models:
-        v = m.card.variants.get("int8")
-        if not v:
-            continue
-        fp32_ms, int8_ms = m.card.artifacts["latency"]["median_ms"], v["latency"]["median_ms"]
-        status = "shipped" if v["shipped"] else f"not shipped (bound: ≤{v['max_drop_pp']} points)"
-        lines.append(f"- {m.card.title}: INT8 {v['accuracy']:.2%} vs FP32 {m.card.metrics['accuracy']:.2%} "
-                     f"({v['accuracy_drop_pp']:+.2f} points lost), {fp32_ms:.1f} → {int8_ms:.1f} ms · {status}")
-    return "**INT8** (static quantization, calibrated on training images), measured on the test set:\n" + \
-        "\n".join(lines) if lines else ""
+        fp32_ms = m.card.artifacts["latency"]["median_ms"]
+        for key, v in m.card.variants.items():
+            status = "" if v["shipped"] else f" · not shipped (bound: ±{v['max_drop_pp']} points)"
+            lines.append(f"- {m.card.title}, {m.card.variant_label(key)}: {v['accuracy']:.2%} vs "
+                         f"{m.card.metrics['accuracy']:.2%} ({-v['accuracy_drop_pp']:+.2f} points), "
+                         f"{fp32_ms:.1f} → {v['latency']['median_ms']:.1f} ms{status}")
+    return ("**Variants**, measured on the test set against each model's FP32 file: **INT8** (static "
+            "quantization, calibrated on training images) and **one view**: a model whose file averages "
+            "6 test-time-augmented views (the photo, its mirror image, 1-pixel shifts) run on the photo "
+            "alone, for a sixth of the work:\n"
+            + "\n".join(lines)) if lines else ""
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -83,8 +88,8 @@ def comparison_rows(cards: list[ModelCard], classics_path: Path) -> list[list]:
     """One row per CIFAR model (from its card) and per classic architecture (from build data)."""
     rows = []
     for c in cards:
-        tta = c.metrics.get("without_tta")
-        acc = f"{c.metrics['accuracy']:.2%}" + (f" ({tta['accuracy']:.2%} without TTA)" if tta else "")
+        one = c.variants.get("single_view")
+        acc = f"{c.metrics['accuracy']:.2%}" + (f" ({one['accuracy']:.2%} without TTA)" if one else "")
         rows.append([c.title, "ConvScope, CIFAR-10 32×32", acc, f"{c.params / 1e6:.2f} M", f"{c.flops / 1e6:.0f} M",
                      f"{c.artifacts['latency']['median_ms']:.2f} ms", _fmt_time(c.training.get("train_time_s"))])
     if classics_path.exists():
@@ -116,10 +121,10 @@ def build(registry: Registry) -> None:
             photo = SafeImage(label="Your photo", elem_id="cifar-photo", type="pil", image_mode=None,
                               sources=["upload", "webcam", "clipboard"], height=320)
             model_dd = gr.Dropdown(choices, value=default, label="Model", elem_id="cifar-model")
-            precisions = sorted({p for m in models for p in m.precisions}, key=lambda p: p != MAIN_PRECISION)
-            precision = gr.Radio(precisions, value=MAIN_PRECISION, label="Precision", elem_id="cifar-precision",
-                                 visible=len(precisions) > 1)
-            note = precision_note(models)
+            names = sorted({v for m in models for v in m.variant_names}, key=lambda v: v != MAIN_VARIANT)
+            variant = gr.Radio([(VARIANT_LABELS.get(v, v), v) for v in names], value=MAIN_VARIANT, label="Variant",
+                               elem_id="cifar-variant", visible=len(names) > 1)
+            note = variant_note(models)
             if note:
                 gr.Markdown(note)
         with gr.Column(scale=2, min_width=240):
@@ -128,7 +133,7 @@ def build(registry: Registry) -> None:
             label = gr.Label(num_top_classes=3, label="Top 3", elem_id="cifar-label")
             status = gr.Markdown(EMPTY_MESSAGE, elem_id="cifar-status")
 
-    def run(value: Any, name: str, wanted: str = MAIN_PRECISION) -> list:
+    def run(value: Any, name: str, wanted: str = MAIN_VARIANT) -> list:
         try:
             image32 = cifar_photo(value)
         except EmptyInput:
@@ -136,10 +141,10 @@ def build(registry: Registry) -> None:
         except InputError as e:
             return [None, None, f"⚠️ {e}"]
         m = by_name.get(name) or by_name[default]
-        prec, fallback = precision_for(m, wanted or MAIN_PRECISION)
-        probs, ms = classify(m, image32, prec)
+        chosen, fallback = variant_for(m, wanted or MAIN_VARIANT)
+        probs, ms = classify(m, image32, chosen)
         return [viz.served(viz.upscale(image32, PREVIEW_SIDE)), top_k(probs, m.card.labels),
-                verdict(m, probs, ms, prec) + fallback]
+                verdict(m, probs, ms, chosen) + fallback]
 
     outputs = [seen, label, status]
     photos = sorted(PHOTOS.glob("*.jpg"))
@@ -147,8 +152,8 @@ def build(registry: Registry) -> None:
         gr.Examples([[str(p), default] for p in photos], inputs=[photo, model_dd], outputs=outputs, fn=run,
                     cache_examples=True, cache_mode="lazy", label="Example photos (none from CIFAR; "
                     "sources and licenses in examples/photos/SOURCES.md)", elem_id="cifar-examples")
-    for trigger in (photo.change, model_dd.change, precision.change):
-        trigger(run, [photo, model_dd, precision], outputs, show_progress="hidden", trigger_mode="always_last",
+    for trigger in (photo.change, model_dd.change, variant.change):
+        trigger(run, [photo, model_dd, variant], outputs, show_progress="hidden", trigger_mode="always_last",
                 api_visibility="private")
 
     with gr.Accordion("Compare the models", open=False, elem_id="cifar-compare"):
@@ -169,28 +174,29 @@ def build(registry: Registry) -> None:
             gr.Markdown("\n\n".join(analyses))
 
     def classify_image(image: Image.Image | None, model: str = default,
-                       precision: str = MAIN_PRECISION) -> dict[str, float]:
+                       variant: str = MAIN_VARIANT) -> dict[str, float]:
         """Top-3 CIFAR-10 class probabilities for a photo (any size; centred square, 32x32).
 
-        Raises a clear error for a missing, unreadable, too small or too large image, an unknown
-        model, or a precision the model does not ship. Below the card's calibration.reject_below the
+        ``variant``: "fp32" (the main file), or one the model ships: "int8", "single_view" (no
+        test-time augmentation). Raises a clear error for a missing, unreadable, too small or too
+        large image, an unknown model or variant. Below the card's calibration.reject_below the
         photo may show none of the classes.
         """
         if model not in by_name:
             raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(by_name)}.")
-        if precision not in by_name[model].precisions:
-            raise gr.Error(f"{model} ships {by_name[model].precisions}, not {precision!r}.")
+        if variant not in by_name[model].variant_names:
+            raise gr.Error(f"{model} ships {by_name[model].variant_names}, not {variant!r}.")
         try:
             image32 = cifar_photo(image)
         except EmptyInput:
             raise gr.Error("No image was given.") from None
         except InputError as e:
             raise gr.Error(str(e)) from None
-        return top_k(classify(by_name[model], image32, precision)[0], by_name[model].card.labels)
+        return top_k(classify(by_name[model], image32, variant)[0], by_name[model].card.labels)
 
     api_image = SafeImage(visible=False, type="pil", image_mode=None, label="image")  # mode kept for preprocess
     api_model = gr.Dropdown(sorted(by_name), value=default, visible=False, label="model")
-    api_precision = gr.Textbox(MAIN_PRECISION, visible=False, label="precision")
+    api_variant = gr.Textbox(MAIN_VARIANT, visible=False, label="variant")
     api_out = gr.Label(num_top_classes=3, visible=False)
-    gr.Button(visible=False).click(classify_image, [api_image, api_model, api_precision], api_out,
+    gr.Button(visible=False).click(classify_image, [api_image, api_model, api_variant], api_out,
                                    api_name="classify_image")

@@ -24,7 +24,7 @@ from convscope import visualize as viz
 from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, read_image, xray_warnings
 from convscope.rest import MAX_UPLOAD_BYTES
-from convscope.runtime import MAIN_PRECISION, Registry, ServedModel
+from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
 from convscope.tabs.common import tab_models
 
 TAB = "xray"
@@ -52,17 +52,17 @@ def read_upload(path: str | None) -> Any:
     return read_image(p.read_bytes())
 
 
-def diagnose(model: ServedModel, image: Any, precision: str = MAIN_PRECISION) -> dict:
+def diagnose(model: ServedModel, image: Any, variant: str = MAIN_VARIANT) -> dict:
     """Everything the tab shows for one film: input, calibrated probs, decision, CAM, warnings."""
     warnings = xray_warnings(image)
     x = model.prepare(image)
     t = time.perf_counter()
-    probs, cam = model.run(["probs", "cam"], x[None], precision)
+    probs, cam = model.run(["probs", "cam"], x[None], variant)
     ms = (time.perf_counter() - t) * 1e3
     probs, cam = probs[0], cam[0]
     decided = model.decide(probs)
     return {"image": x, "probs": probs, "decision": decided, "cam": np.maximum(cam[decided], 0),
-            "warnings": warnings, "ms": ms, "precision": precision}
+            "warnings": warnings, "ms": ms, "variant": variant}
 
 
 def decision_text(model: ServedModel, probs: np.ndarray, decided: int) -> str:
@@ -172,9 +172,9 @@ def build(registry: Registry) -> None:
             upload = gr.File(label="Chest X-ray (PNG, JPEG, 16-bit PNG, DICOM)", type="filepath",
                              elem_id="xray-file", height=120)
             model_radio = gr.Radio(choices, value=default, label="Model", elem_id="xray-model")
-            precisions = sorted({p for m in models for p in m.precisions}, key=lambda p: p != MAIN_PRECISION)
-            precision = gr.Radio(precisions, value=MAIN_PRECISION, label="Precision", elem_id="xray-precision",
-                                 visible=len(precisions) > 1)
+            names = sorted({v for m in models for v in m.variant_names}, key=lambda v: v != MAIN_VARIANT)
+            variant = gr.Radio(names, value=MAIN_VARIANT, label="Variant", elem_id="xray-variant",
+                                 visible=len(names) > 1)
             opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity",
                                 elem_id="xray-opacity")
             warnings_md = gr.Markdown(elem_id="xray-warnings", elem_classes=["cs-notice"], visible=False)
@@ -193,15 +193,15 @@ def build(registry: Registry) -> None:
 
     def run(path: str | None, name: str, wanted: str, alpha: float) -> list:
         m = by_name.get(name) or by_name[default]
-        prec = wanted if wanted in m.precisions else MAIN_PRECISION
+        chosen = wanted if wanted in m.variant_names else MAIN_VARIANT
         try:
-            d = diagnose(m, read_upload(path), prec)
+            d = diagnose(m, read_upload(path), chosen)
         except EmptyInput:
             return [None, None, EMPTY_MESSAGE, gr.update(visible=False), None]
         except InputError as e:
             return [None, None, f"⚠️ {e}", gr.update(visible=False), None]
         probs = {lab: float(p) for lab, p in zip(m.card.labels, d["probs"], strict=True)}
-        text = decision_text(m, d["probs"], d["decision"]) + f"\n\n*{d['ms']:.0f} ms, {prec.upper()}*"
+        text = decision_text(m, d["probs"], d["decision"]) + f"\n\n*{d['ms']:.0f} ms, {m.card.variant_label(chosen)}*"
         warn = "\n".join(f"⚠️ {w}" for w in d["warnings"])
         if warn:
             warn = ("**This may not be a frontal chest X-ray** — the answer below is meaningless for "
@@ -210,15 +210,15 @@ def build(registry: Registry) -> None:
                 gr.update(value=warn, visible=bool(warn)), (d["image"][..., 0], d["cam"])]
 
     outputs = [heat, label, decision, warnings_md, shown]
-    for trigger in (upload.change, model_radio.change, precision.change):
-        trigger(run, [upload, model_radio, precision, opacity], outputs, show_progress="minimal",
+    for trigger in (upload.change, model_radio.change, variant.change):
+        trigger(run, [upload, model_radio, variant, opacity], outputs, show_progress="minimal",
                 trigger_mode="always_last", api_visibility="private")
     opacity.change(lambda s, a: viz.overlay(s[0], s[1], a, OVERLAY_SIDE) if s else None, [shown, opacity], heat,
                    show_progress="hidden", trigger_mode="always_last", api_visibility="private")
     model_radio.change(lambda n: [card_summary(by_name[n]), _figures(registry.models_dir, by_name[n])],
                        model_radio, [summary, figures], api_visibility="private")
 
-    def diagnose_xray(file: str | None, model: str = default, precision: str = MAIN_PRECISION) -> dict:
+    def diagnose_xray(file: str | None, model: str = default, variant: str = MAIN_VARIANT) -> dict:
         """Calibrated normal / pneumonia (/ COVID-19) probabilities for a chest X-ray file (PNG, JPEG,
         16-bit PNG or DICOM), the decision at the model's operating threshold, and warnings when the
         image does not look like a frontal chest film. Research demonstration, not for clinical use.
@@ -226,14 +226,14 @@ def build(registry: Registry) -> None:
         if model not in by_name:
             raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(by_name)}.")
         m = by_name[model]
-        if precision not in m.precisions:
-            raise gr.Error(f"{model} ships {m.precisions}, not {precision!r}.")
+        if variant not in m.variant_names:
+            raise gr.Error(f"{model} ships {m.variant_names}, not {variant!r}.")
         try:
-            d = diagnose(m, read_upload(file), precision)
+            d = diagnose(m, read_upload(file), variant)
         except InputError as e:
             raise gr.Error(str(e)) from None
         cal = m.card.calibration
-        return {"model": model, "precision": precision, "decision": m.card.labels[d["decision"]],
+        return {"model": model, "variant": variant, "decision": m.card.labels[d["decision"]],
                 "probabilities": {lab: float(p) for lab, p in zip(m.card.labels, d["probs"], strict=True)},
                 "threshold": cal.get("threshold"), "operating_point_test": cal["operating_point"]["test"],
                 "warnings": d["warnings"], "not_for_clinical_use": True,
@@ -241,9 +241,9 @@ def build(registry: Registry) -> None:
 
     api_file = gr.File(visible=False, type="filepath", label="file")
     api_model = gr.Dropdown(sorted(by_name), value=default, visible=False, label="model")
-    api_precision = gr.Textbox(MAIN_PRECISION, visible=False, label="precision")
+    api_variant = gr.Textbox(MAIN_VARIANT, visible=False, label="variant")
     api_out = gr.JSON(visible=False)
-    gr.Button(visible=False).click(diagnose_xray, [api_file, api_model, api_precision], api_out,
+    gr.Button(visible=False).click(diagnose_xray, [api_file, api_model, api_variant], api_out,
                                    api_name="diagnose_xray")
 
 
