@@ -80,6 +80,11 @@ def to_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
 
 def to_rgb(img: np.ndarray | Image.Image | None) -> np.ndarray:
     """Any image -> uint8 HxWx3 (gray repeated, alpha composited onto white)."""
+    if isinstance(img, Image.Image) and img.mode in ("RGB", "L"):
+        # 8 bits, no alpha (every JPEG): the pixels are already the answer; the float path below
+        # returns the same bytes and took most of a photo's preprocessing time
+        a = np.asarray(ImageOps.exif_transpose(img))
+        return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
     a = _composited(img)
     if a.shape[2] == 1:
         a = np.repeat(a, 3, axis=2)
@@ -328,6 +333,10 @@ def xray_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
         raise EmptyInput("No image was given.")
     if isinstance(img, Image.Image):
         img = ImageOps.exif_transpose(img)
+        if img.mode == "L":  # 8-bit gray, the common film: the same bytes as the float path below, faster
+            gray = np.asarray(img)
+            check_size(*gray.shape)
+            return gray
         if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             img = np.asarray(img)
     if isinstance(img, np.ndarray) and img.ndim == 2 and img.dtype.kind in "iuf" and img.dtype != np.uint8:

@@ -15,6 +15,8 @@ from convscope.preprocess import (
     mnist_digit,
     stroke_width,
     to_gray,
+    to_rgb,
+    xray_gray,
 )
 
 
@@ -187,3 +189,15 @@ def test_cifar_photo_modes():
 def test_cifar_photo_refuses_slivers(shape):
     with pytest.raises(InputError, match="too small"):
         cifar_photo(np.zeros((*shape, 3), np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_8bit_fast_paths_give_the_float_paths_bytes(mode):
+    """to_rgb / xray_gray skip the float conversion for 8-bit images without alpha: same output."""
+    a = np.random.default_rng(3).integers(0, 256, (37, 53, 3) if mode == "RGB" else (37, 53), dtype=np.uint8)
+    img = Image.fromarray(a, mode)
+    rgb = to_rgb(img)
+    assert rgb.dtype == np.uint8 and rgb.shape == (37, 53, 3)
+    np.testing.assert_array_equal(rgb, to_rgb(a.astype(np.float32)))  # arrays take the float path
+    if mode == "L":
+        np.testing.assert_array_equal(xray_gray(img), a)
