@@ -231,16 +231,18 @@ class CifarResNet(nn.Module):
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self._head(self._stages(x)["block3"])
 
-    def _tta_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _tta_logits(self, x: torch.Tensor, plain: torch.Tensor) -> torch.Tensor:
+        """``plain``: the logits of ``x`` itself, already computed with the stage outputs, so the
+        graph runs the other views only (5 more passes at level 2, not 6)."""
         n = x.shape[0]
         if self.tta_level == 1:
-            views = [x, x.flip(-1)]
+            views = [x.flip(-1)]
         else:
             s = x.shape[-1]
             pad = F.pad(x, (1, 1, 1, 1), mode="reflect")
             shifted = [pad[:, :, :s, :s], pad[:, :, 2:, 2:]]
-            views = [x, x.flip(-1), *(v for t in shifted for v in (t, t.flip(-1)))]
-        logits = self._logits(torch.cat(views)).view(len(views), n, -1)
+            views = [x.flip(-1), *(v for t in shifted for v in (t, t.flip(-1)))]
+        logits = torch.cat([plain[None], self._logits(torch.cat(views)).view(len(views), n, -1)])
         if self.tta_level == 1:
             return logits.mean(0)
         return 0.5 * logits[:2].mean(0) + 0.5 * logits[2:].mean(0)  # airbench's weighting
@@ -248,9 +250,10 @@ class CifarResNet(nn.Module):
     def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
         x = self.normalize(x)
         stages = self._stages(x)
+        plain = self._head(stages["block3"])
         if self.training or self.tta_level == 0:
-            return self._head(stages["block3"]), stages
-        return self._tta_logits(x), stages
+            return plain, stages
+        return self._tta_logits(x, plain), stages
 
     def stage_convs(self) -> OrderedDict[str, nn.Conv2d]:
         return OrderedDict((n, getattr(self, n).conv2) for n in ("block1", "block2", "block3"))

@@ -121,7 +121,9 @@ def build(registry: Registry) -> None:
             photo = SafeImage(label="Your photo", elem_id="cifar-photo", type="pil", image_mode=None,
                               sources=["upload", "webcam", "clipboard"], height=320)
             model_dd = gr.Dropdown(choices, value=default, label="Model", elem_id="cifar-model")
-            names = sorted({v for m in models for v in m.variant_names}, key=lambda v: v != MAIN_VARIANT)
+            order = list(VARIANT_LABELS)  # FP32 first, then the variants in the labels' order
+            names = sorted({v for m in models for v in m.variant_names},
+                           key=lambda v: order.index(v) if v in order else len(order))
             variant = gr.Radio([(VARIANT_LABELS.get(v, v), v) for v in names], value=MAIN_VARIANT, label="Variant",
                                elem_id="cifar-variant", visible=len(names) > 1)
             note = variant_note(models)
