@@ -145,3 +145,19 @@ def test_classify_image_at_32px_equals_the_onnx_model(client, tmp_path, cifar_te
         out = client.predict(handle_file(str(path)), "cifar_resnet", variant, api_name="/classify_image")
         assert out["label"] == card.labels[int(p.argmax())]
         assert out["confidences"][0]["confidence"] == pytest.approx(float(p.max()), abs=1e-5)
+
+
+def test_variant_radio_offers_fp32_first_then_every_shipped_variant_by_its_card_label():
+    import gradio as gr
+
+    from convscope.runtime import load_registry
+    from convscope.tabs.common import variant_radio
+
+    models = load_registry().for_tab("cifar10")
+    with gr.Blocks():
+        radio = variant_radio(models, "test-variant")
+    values = [v for _, v in radio.choices]
+    assert values[0] == "fp32" and set(values) == {v for m in models for v in m.variant_names}
+    for label, v in radio.choices[1:]:
+        assert label == next(m.card.variant_label(v) for m in models if v in m.variants)
+    assert radio.visible

@@ -22,7 +22,7 @@ from convscope import visualize as viz
 from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, cifar_photo
 from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
-from convscope.tabs.common import SafeImage, tab_models, top_k
+from convscope.tabs.common import SafeImage, tab_models, top_k, variant_radio
 
 TAB = "cifar10"
 EXPECTED = ("cifar_resnet", "cifar_inception", "cifar_simple")  # shown in this order
@@ -31,8 +31,6 @@ CLASSIC_ARCHS = Path("reference") / "classic_archs.json"  # in the models folder
 PREVIEW_SIDE = 160  # px: the 32x32 input shown 5x, nearest-neighbour
 POLICY = ("The model sees the **centred square** of your photo shrunk to **32×32** (an area filter), "
           "as small as CIFAR-10's own photos: small or off-centre objects get lost.")
-# the Variant radio's names for the variant keys the cards use (one radio for every model in the tab)
-VARIANT_LABELS = {MAIN_VARIANT: "FP32", "int8": "INT8", "single_view": "FP32, one view (no TTA)"}
 EMPTY_MESSAGE = "📷 **Upload, snap or paste a photo**, or pick an example below."
 
 
@@ -47,8 +45,7 @@ def variant_for(model: ServedModel, wanted: str) -> tuple[str, str]:
     """The variant to run (the wanted one if this model ships it) and a note when it does not."""
     if wanted in model.variant_names:
         return wanted, ""
-    return MAIN_VARIANT, f" ({VARIANT_LABELS.get(wanted, wanted)} is not shipped for this model: running " \
-                         f"{model.card.variant_label(MAIN_VARIANT)})"
+    return MAIN_VARIANT, f" ({wanted} is not shipped for this model: running {model.card.variant_label(MAIN_VARIANT)})"
 
 
 def verdict(model: ServedModel, probs: np.ndarray, ms: float, variant: str = MAIN_VARIANT) -> str:
@@ -121,11 +118,7 @@ def build(registry: Registry) -> None:
             photo = SafeImage(label="Your photo", elem_id="cifar-photo", type="pil", image_mode=None,
                               sources=["upload", "webcam", "clipboard"], height=320)
             model_dd = gr.Dropdown(choices, value=default, label="Model", elem_id="cifar-model")
-            order = list(VARIANT_LABELS)  # FP32 first, then the variants in the labels' order
-            names = sorted({v for m in models for v in m.variant_names},
-                           key=lambda v: order.index(v) if v in order else len(order))
-            variant = gr.Radio([(VARIANT_LABELS.get(v, v), v) for v in names], value=MAIN_VARIANT, label="Variant",
-                               elem_id="cifar-variant", visible=len(names) > 1)
+            variant = variant_radio(models, "cifar-variant")
             note = variant_note(models)
             if note:
                 gr.Markdown(note)

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from convscope.preprocess import MAX_PIXELS
-from convscope.runtime import Registry, ServedModel
+from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
 
 UNREADABLE = ("Could not read this file as an image: it may be empty, truncated, or not a picture "
               "(PNG, JPEG, WebP, GIF, BMP and TIFF work).")
@@ -73,3 +73,12 @@ def top_k(probs: np.ndarray, labels: list[str], k: int = 3) -> dict[str, float]:
     """The ``k`` most probable labels, best first (a gr.Label value)."""
     order = np.argsort(probs)[::-1][:k]
     return {labels[i]: float(probs[i]) for i in order}
+
+
+def variant_radio(models: list[ServedModel], elem_id: str) -> gr.Radio:
+    """One radio for every model of a tab: FP32 (the main file) first, then each variant a card
+    ships, named by its card; hidden when there is nothing to choose."""
+    names = {v: m.card.variant_label(v) for m in reversed(models) for v in m.variant_names}
+    order = sorted(names, key=lambda v: (v != MAIN_VARIANT, v))
+    return gr.Radio([(names[v], v) for v in order], value=MAIN_VARIANT, label="Variant", elem_id=elem_id,
+                    visible=len(order) > 1)

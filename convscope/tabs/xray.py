@@ -25,7 +25,7 @@ from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, read_image, xray_warnings
 from convscope.rest import MAX_UPLOAD_BYTES
 from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
-from convscope.tabs.common import tab_models
+from convscope.tabs.common import tab_models, variant_radio
 
 TAB = "xray"
 EXPECTED = ("xray_pneumonia", "xray_covid3")
@@ -172,9 +172,7 @@ def build(registry: Registry) -> None:
             upload = gr.File(label="Chest X-ray (PNG, JPEG, 16-bit PNG, DICOM)", type="filepath",
                              elem_id="xray-file", height=120)
             model_radio = gr.Radio(choices, value=default, label="Model", elem_id="xray-model")
-            names = sorted({v for m in models for v in m.variant_names}, key=lambda v: v != MAIN_VARIANT)
-            variant = gr.Radio(names, value=MAIN_VARIANT, label="Variant", elem_id="xray-variant",
-                                 visible=len(names) > 1)
+            variant = variant_radio(models, "xray-variant")
             opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity",
                                 elem_id="xray-opacity")
             warnings_md = gr.Markdown(elem_id="xray-warnings", elem_classes=["cs-notice"], visible=False)
