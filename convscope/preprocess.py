@@ -46,9 +46,8 @@ class TooLarge(InputError):
     """An image with more pixels than MAX_PIXELS (REST: 413)."""
 
 
-def _composited(img: np.ndarray | Image.Image | None) -> np.ndarray:
-    """Any image -> float32 HxWxC in [0, 255], C = 1 (gray) or 3 (colour), alpha composited
-    onto white (a transparent canvas is white paper, not black)."""
+def _pixels(img: np.ndarray | Image.Image | None) -> np.ndarray:
+    """Any image -> its pixels as HxWxC (C = 1 to 4) in their own dtype, upright (EXIF applied)."""
     if img is None:
         raise EmptyInput("Nothing was drawn: the canvas is empty.")
     if isinstance(img, Image.Image):
@@ -63,7 +62,13 @@ def _composited(img: np.ndarray | Image.Image | None) -> np.ndarray:
         a = a[..., None]
     if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
         raise InputError(f"Expected an image, got an array of shape {a.shape}.")
-    a = _to_0_255(a)
+    return a
+
+
+def _composited(img: np.ndarray | Image.Image | None) -> np.ndarray:
+    """Any image -> float32 HxWxC in [0, 255], C = 1 (gray) or 3 (colour), alpha composited
+    onto white (a transparent canvas is white paper, not black)."""
+    a = _to_0_255(_pixels(img))
     if a.shape[2] in (2, 4):
         alpha = a[..., -1:] / 255.0
         a = a[..., :-1] * alpha + 255.0 * (1.0 - alpha)
@@ -80,12 +85,12 @@ def to_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
 
 def to_rgb(img: np.ndarray | Image.Image | None) -> np.ndarray:
     """Any image -> uint8 HxWx3 (gray repeated, alpha composited onto white)."""
-    if isinstance(img, Image.Image) and img.mode in ("RGB", "L"):
+    a = _pixels(img)
+    if a.dtype == np.uint8 and a.shape[2] in (1, 3):
         # 8 bits, no alpha (every JPEG): the pixels are already the answer; the float path below
-        # returns the same bytes and took most of a photo's preprocessing time
-        a = np.asarray(ImageOps.exif_transpose(img))
-        return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
-    a = _composited(img)
+        # gives the same bytes and took most of a photo's preprocessing time
+        return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
+    a = _composited(a)
     if a.shape[2] == 1:
         a = np.repeat(a, 3, axis=2)
     return np.clip(a + 0.5, 0, 255).astype(np.uint8)
@@ -333,13 +338,12 @@ def xray_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
         raise EmptyInput("No image was given.")
     if isinstance(img, Image.Image):
         img = ImageOps.exif_transpose(img)
-        if img.mode == "L":  # 8-bit gray, the common film: the same bytes as the float path below, faster
-            gray = np.asarray(img)
-            check_size(*gray.shape)
-            return gray
-        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if img.mode in ("L", "I;16", "I;16B", "I;16L", "I", "F"):
             img = np.asarray(img)
-    if isinstance(img, np.ndarray) and img.ndim == 2 and img.dtype.kind in "iuf" and img.dtype != np.uint8:
+    if isinstance(img, np.ndarray) and img.ndim == 2 and img.dtype == np.uint8:
+        check_size(*img.shape)  # 8-bit gray, the common film: the float path below gives the same bytes
+        return img
+    if isinstance(img, np.ndarray) and img.ndim == 2 and img.dtype.kind in "iuf":
         check_size(*img.shape)
         a = np.nan_to_num(img.astype(np.float64))
         if img.dtype.kind == "f" and a.min() >= 0 and a.max() <= 1:

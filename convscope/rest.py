@@ -85,8 +85,8 @@ def build_rest(registry: Registry) -> FastAPI:
         m = registry.models.get(model)
         if m is None:
             raise HTTPException(404, f"Unknown model {model!r}; known: {sorted(registry.models)}.")
-        if variant not in m.variant_names:
-            raise HTTPException(400, f"{model} ships {m.variant_names}, not {variant!r}.")
+        if why := m.variant_error(variant):
+            raise HTTPException(400, why)
         if not m.card.output_names("probs"):
             raise HTTPException(400, f"{model} is a feature extractor, not a classifier.")
         data = read_upload(image)

@@ -72,6 +72,10 @@ class ServedModel:
     def variant_names(self) -> list[str]:
         return [MAIN_VARIANT, *self.variants]
 
+    def variant_error(self, variant: str) -> str | None:
+        """Why ``variant`` cannot run on this model, in the words every API answers with; None if it can."""
+        return None if variant in self.variant_names else f"{self.name} ships {self.variant_names}, not {variant!r}."
+
     def run(self, outputs: list[str], images: np.ndarray, variant: str = MAIN_VARIANT) -> list[np.ndarray]:
         """Run on uint8 NHWC ``images`` (a batch), fetching only the named ``outputs``."""
         sess = self.session if variant == MAIN_VARIANT else self.variants[variant]

@@ -142,12 +142,13 @@ def single_view_variant(recipe, ckpt: dict, out_path: Path, fp32_metrics: dict, 
     always ships, and the card and the tab say what it costs."""
     plain = nets.from_checkpoint(ckpt)
     plain.tta_level = 0
-    model = export_onnx(ExportWrapper(plain), out_path)
+    wrapper = ExportWrapper(plain)
+    model = export_onnx(wrapper, out_path)
     onnx.helper.set_model_props(model, {"convscope_variant_of": recipe.name, "variant": "single_view"})
     onnx.save(model, out_path)
     m = classification_metrics(predict_probs(make_session(out_path, threads=2), test.x), test.y, test.labels,
                                recipe.reject_below)
-    c, h, w = ExportWrapper(plain).input_chw()
+    c, h, w = wrapper.input_chw()
     return {"label": "FP32, one view (no TTA)", "tta_level": 0,
             "method": "the main file's weights on the photo alone, without its test-time-augmentation views",
             "accuracy": m["accuracy"], "errors": m["errors"], "per_class_accuracy": m["per_class_accuracy"],

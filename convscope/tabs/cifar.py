@@ -22,7 +22,7 @@ from convscope import visualize as viz
 from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, cifar_photo
 from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
-from convscope.tabs.common import SafeImage, tab_models, top_k, variant_radio
+from convscope.tabs.common import SafeImage, tab_models, top_k, variant_for, variant_radio
 
 TAB = "cifar10"
 EXPECTED = ("cifar_resnet", "cifar_inception", "cifar_simple")  # shown in this order
@@ -39,13 +39,6 @@ def classify(model: ServedModel, image32: np.ndarray, variant: str = MAIN_VARIAN
     t = time.perf_counter()
     probs = model.probs(image32[None], variant)[0]
     return probs, (time.perf_counter() - t) * 1e3
-
-
-def variant_for(model: ServedModel, wanted: str) -> tuple[str, str]:
-    """The variant to run (the wanted one if this model ships it) and a note when it does not."""
-    if wanted in model.variant_names:
-        return wanted, ""
-    return MAIN_VARIANT, f" ({wanted} is not shipped for this model: running {model.card.variant_label(MAIN_VARIANT)})"
 
 
 def verdict(model: ServedModel, probs: np.ndarray, ms: float, variant: str = MAIN_VARIANT) -> str:
@@ -179,8 +172,8 @@ def build(registry: Registry) -> None:
         """
         if model not in by_name:
             raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(by_name)}.")
-        if variant not in by_name[model].variant_names:
-            raise gr.Error(f"{model} ships {by_name[model].variant_names}, not {variant!r}.")
+        if why := by_name[model].variant_error(variant):
+            raise gr.Error(why)
         try:
             image32 = cifar_photo(image)
         except EmptyInput:

@@ -75,6 +75,14 @@ def top_k(probs: np.ndarray, labels: list[str], k: int = 3) -> dict[str, float]:
     return {labels[i]: float(probs[i]) for i in order}
 
 
+def variant_for(model: ServedModel, wanted: str) -> tuple[str, str]:
+    """The variant to run (the wanted one if this model ships it) and a note when it does not:
+    a tab's one radio lists the variants of all its models."""
+    if wanted in model.variant_names:
+        return wanted, ""
+    return MAIN_VARIANT, f" ({wanted} is not shipped for this model: running {model.card.variant_label(MAIN_VARIANT)})"
+
+
 def variant_radio(models: list[ServedModel], elem_id: str) -> gr.Radio:
     """One radio for every model of a tab: FP32 (the main file) first, then each variant a card
     ships, named by its card; hidden when there is nothing to choose."""

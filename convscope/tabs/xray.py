@@ -25,7 +25,7 @@ from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, read_image, xray_warnings
 from convscope.rest import MAX_UPLOAD_BYTES
 from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
-from convscope.tabs.common import tab_models, variant_radio
+from convscope.tabs.common import tab_models, variant_for, variant_radio
 
 TAB = "xray"
 EXPECTED = ("xray_pneumonia", "xray_covid3")
@@ -191,7 +191,7 @@ def build(registry: Registry) -> None:
 
     def run(path: str | None, name: str, wanted: str, alpha: float) -> list:
         m = by_name.get(name) or by_name[default]
-        chosen = wanted if wanted in m.variant_names else MAIN_VARIANT
+        chosen, _ = variant_for(m, wanted or MAIN_VARIANT)  # the radio lists every model's variants
         try:
             d = diagnose(m, read_upload(path), chosen)
         except EmptyInput:
@@ -224,8 +224,8 @@ def build(registry: Registry) -> None:
         if model not in by_name:
             raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(by_name)}.")
         m = by_name[model]
-        if variant not in m.variant_names:
-            raise gr.Error(f"{model} ships {m.variant_names}, not {variant!r}.")
+        if why := m.variant_error(variant):
+            raise gr.Error(why)
         try:
             d = diagnose(m, read_upload(file), variant)
         except InputError as e:
