@@ -51,3 +51,25 @@ def test_smoke_learns_something(tmp_path):
     m = train_cli.main(["mnist_cnn", "--smoke", "--epochs", "4", "--out", str(tmp_path)])
     h = m["history"]
     assert h[-1]["train_loss"] < h[0]["train_loss"]
+
+
+def test_linear_probe_fits_the_head_on_frozen_features():
+    # LP-FT's first step: the head becomes the logistic regression on the features the body already
+    # computes; the body itself must not move
+    from train.datasets import synthetic_xrays
+    from train.loop import linear_probe, to_float_nchw
+
+    torch.manual_seed(0)
+    net = nets.build("xray_lite0", num_classes=2).eval()
+    data = synthetic_xrays(24, seed=0)
+    body_before = {k: v.clone() for k, v in net.state_dict().items() if "classifier." not in k}
+    x = to_float_nchw(data.x)
+    y = torch.from_numpy(data.y)
+    with torch.no_grad():
+        loss_before = torch.nn.functional.cross_entropy(net(x), y).item()
+    linear_probe(net, data, decay=1e-3)
+    with torch.no_grad():
+        loss_after = torch.nn.functional.cross_entropy(net(x), y).item()
+    assert loss_after < 0.5 * loss_before
+    after = net.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in body_before.items())

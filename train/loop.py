@@ -211,6 +211,31 @@ def evaluate(net: nn.Module, data: ArraySplit, batch_size: int = 500) -> dict:
     return {"loss": loss_sum / len(data), "acc": float(np.trace(cm) / cm.sum()), "confusion": cm}
 
 
+@torch.no_grad()
+def linear_probe(net: nn.Module, train: ArraySplit, decay: float, batch_size: int = 64) -> None:
+    """LP-FT's first step (Kumar et al. 2022): set ``net.classifier`` to the L2 logistic regression
+    on the frozen features of the (unaugmented) training split, so fine-tuning starts from a head
+    that already fits and its first large gradients do not bend the pretrained features."""
+    net.eval()
+    feats = torch.cat([net.pooled_features(to_float_nchw(train.x[i:i + batch_size]).contiguous(
+        memory_format=torch.channels_last)) for i in range(0, len(train), batch_size)])
+    y = torch.from_numpy(train.y)
+    w = torch.zeros_like(net.classifier.weight, requires_grad=True)
+    b = torch.zeros_like(net.classifier.bias, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        with torch.enable_grad():  # LBFGS calls this inside the no_grad above
+            loss = F.cross_entropy(F.linear(feats, w, b), y) + decay / 2 * w.square().sum()
+            loss.backward()
+        return loss
+
+    opt.step(closure)
+    net.classifier.weight.copy_(w)
+    net.classifier.bias.copy_(b)
+
+
 def load_data(recipe: Recipe, cfg: Config, data_dir: str | None, download: bool) -> tuple[ArraySplit, ArraySplit]:
     if cfg.smoke:
         n = SMOKE_SIZES.get(recipe.dataset, 384)
@@ -240,6 +265,8 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
         net.init_from_data(to_float_nchw(train.x[:5000]))
     if recipe.pretrained and not resuming and not cfg.smoke:  # transfer learning (smoke: random init, no files)
         net.init_imagenet(str(resolve_data_dir(data_dir) / recipe.pretrained))
+    if cfg.probe_decay and not resuming:
+        linear_probe(net, train, cfg.probe_decay)
     frozen = net.freeze_early(cfg.freeze_stages) if cfg.freeze_stages else []
     opt, sched = make_optimizer(net, cfg, total_steps)
     lookahead = Lookahead(net, total_steps, cfg.lookahead_every) if cfg.lookahead_every else None

@@ -471,6 +471,10 @@ class XrayLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)[0]
 
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``classifier`` sees (before dropout): the head map, average-pooled, (N, 1280)."""
+        return self.forward_stages(x)[1]["head"].mean((2, 3))
+
 
 class ImageNetStem(nn.Module):
     """The first layer of ImageNet-trained EfficientNet-Lite0: 32 filters of 3x3x3, stride 2,

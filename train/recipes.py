@@ -33,6 +33,8 @@ class Config:
     crop_pad: int = 0  # augmentation: reflect-pad by this many pixels, then crop at a random offset
     val_size: int = 5000  # training examples held out for validation curves
     freeze_stages: int = 0  # transfer learning: stem + this many early stages keep their pretrained values
+    probe_decay: float = 0.0  # transfer learning, LP-FT: >0 fits the new head first, as a logistic regression
+    # with this L2 penalty on the frozen pretrained features of the training split (0: random head)
     keep_best: bool = False  # also keep best.pt, the epoch of lowest validation loss (early stopping)
     seed: int = 0  # seeds torch, numpy, the split and the shuffles
     threads: int = 2  # torch intra-op threads (this machine has 2 cores)
