@@ -15,6 +15,7 @@ import argparse
 import json
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from train.datasets import (
     split_train_val,
     synthetic_split,
 )
-from train.recipes import RECIPES
+from train.recipes import RECIPES, Config
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHT_KEYS = ("arch", "arch_kwargs", "recipe", "state_dict", "config", "history", "epoch",
@@ -85,7 +86,8 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
         training={"recipe": recipe.name, "arch": ckpt["arch"], "arch_kwargs": ckpt["arch_kwargs"],
                   "config": ckpt["config"], "epochs": ckpt.get("epoch"), "epochs_run": len(hist),
                   "selection": ("the epoch of lowest validation loss (best.pt)" if ckpt["config"].get("keep_best")
-                                else "the last epoch"),
+                                else "the last epoch") + ("; then refit (see refit)" if ckpt.get("refit") else ""),
+                  "refit": ckpt.get("refit"),
                   "train_time_s": run_time_s(ckpt),
                   "machine": ckpt.get("machine"),
                   "final_val_acc": hist[ckpt.get("epoch", len(hist)) - 1]["val_acc"] if hist else None,
@@ -164,6 +166,8 @@ def xray_extras(recipe, sess, args, metrics: dict, history: list[dict], config: 
     baseline = Path(args.models_dir) / "reference" / f"{recipe.name}_scratch.json"
     if baseline.exists() and not args.smoke:
         b = json.loads(baseline.read_text())
+        # a config field added after the baseline was trained had its default value then
+        base_cfg = asdict(Config()) | b["training"]["config"]
         out["transfer_learning"] = {
             "baseline": f"{b['name']}: {b['description']}", "baseline_file": f"reference/{baseline.name}",
             "from_scratch": {k: b["metrics"][k] for k in ("accuracy", "roc_auc")},
@@ -171,9 +175,8 @@ def xray_extras(recipe, sess, args, metrics: dict, history: list[dict], config: 
             "roc_auc_gain": round(metrics["roc_auc"] - b["metrics"]["roc_auc"], 4),
             "epochs": {"pretrained": len(history), "from_scratch": len(b["training"]["history"])},
             # every hyperparameter in which the two runs differ, read from both configs, not described by hand
-            "config_differences": {k: {"pretrained": v, "from_scratch": b["training"]["config"].get(k)}
-                                   for k, v in config.items()
-                                   if k not in ("smoke",) and v != b["training"]["config"].get(k)},
+            "config_differences": {k: {"pretrained": v, "from_scratch": base_cfg.get(k)}
+                                   for k, v in config.items() if k not in ("smoke",) and v != base_cfg.get(k)},
             # the fair comparison when the budgets differ: the same epoch of both runs, on validation
             "validation_by_epoch": [
                 {"epoch": p["epoch"], "pretrained_val_acc": p["val_acc"], "from_scratch_val_acc": q["val_acc"],

@@ -28,19 +28,24 @@ def test_smoke_train_resume_export_serve(recipe, tmp_path):
     for name in ("metrics.json", "curves.png", "confusion.png", "log.txt"):
         assert (run / name).exists(), name
     assert json.loads((run / "metrics.json").read_text())["recipe"] == recipe
+    if RECIPES[recipe].config.refit_decay:  # the post-training refit ran on the kept weights
+        refit = torch.load(run / "best.pt", weights_only=False)["refit"]
+        assert refit["decay"] == RECIPES[recipe].config.refit_decay and refit["val_loss_after"] > 0
 
     # a checkpoint rebuilds its net alone (nanoGPT-style: arch + kwargs travel with the weights)
     net = nets.from_checkpoint(first)
     assert isinstance(net, nets.NETS[RECIPES[recipe].arch])
 
     models = tmp_path / "models"
-    card = export_cli.main([str(run / "last.pt"), "--smoke", "--models-dir", str(models),
+    kept = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"  # what `export <recipe>` takes
+    card = export_cli.main([str(kept), "--smoke", "--models-dir", str(models),
                             "--checkpoints-dir", str(tmp_path / "ckpt")])
     if RECIPES[recipe].tab == "none":  # a baseline for another card: measured, written to reference/, not served
         assert card["metrics"]["n"] > 0 and (models / "reference" / f"{recipe}.json").exists()
         assert not (tmp_path / "ckpt").exists()
         return
     assert card.parity["probs_max_abs_diff"] <= 1e-4 and card.parity["max_scaled_diff"] <= 1e-3
+    assert bool(card.training["refit"]) == bool(RECIPES[recipe].config.refit_decay)
     reg = load_registry(models)
     assert list(reg.models) == [recipe] and not reg.broken
     assert not (tmp_path / "ckpt").exists()  # smoke exports never touch the shipped checkpoints
@@ -73,3 +78,17 @@ def test_linear_probe_fits_the_head_on_frozen_features():
     assert loss_after < 0.5 * loss_before
     after = net.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in body_before.items())
+
+
+def test_resume_accepts_post_training_changes_and_older_configs():
+    from dataclasses import asdict, replace
+
+    from train.loop import same_training
+
+    cfg = RECIPES["xray_pneumonia"].config
+    saved = asdict(replace(cfg, refit_decay=0.0))
+    assert same_training(saved, cfg)  # refit_decay acts after the last epoch: a finished run can add it
+    older = {k: v for k, v in saved.items() if k not in ("probe_decay", "refit_decay")}
+    assert same_training(older, cfg)  # fields added later were at their neutral defaults then
+    assert not same_training(asdict(replace(cfg, lr=cfg.lr * 2)), cfg)
+    assert not same_training(asdict(replace(cfg, probe_decay=0.01)), cfg)  # acts before training

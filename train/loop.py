@@ -236,6 +236,55 @@ def linear_probe(net: nn.Module, train: ArraySplit, decay: float, batch_size: in
     net.classifier.bias.copy_(b)
 
 
+@torch.no_grad()
+def recompute_batchnorm(net: nn.Module, train: ArraySplit, n: int, seed: int, batch_size: int = 64) -> None:
+    """BatchNorm running statistics re-estimated as the plain average over ``n`` unaugmented
+    training images (a seeded subset): during training they tracked augmented batches of
+    weights that were still moving."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    idx = np.sort(np.random.default_rng(seed).choice(len(train), min(n, len(train)), replace=False))
+    net.train()
+    for i in range(0, len(idx), batch_size):
+        net(to_float_nchw(train.x[idx[i:i + batch_size]]).contiguous(memory_format=torch.channels_last))
+    for m in bns:
+        m.momentum = 0.1
+    net.eval()
+
+
+REFIT_BN_IMAGES = 2048
+
+
+def refit(net: nn.Module, train: ArraySplit, val: ArraySplit, cfg: Config) -> dict:
+    """The post-training step ``cfg.refit_decay`` asks for, on the kept weights: BatchNorm
+    statistics re-estimated (:func:`recompute_batchnorm`), then the head refit on the final
+    features (:func:`linear_probe`). Returns what it did and the validation loss before and after."""
+    t0 = time.perf_counter()
+    before = evaluate(net, val)
+    recompute_batchnorm(net, train, REFIT_BN_IMAGES, cfg.seed)
+    linear_probe(net, train, cfg.refit_decay)
+    after = evaluate(net, val)
+    return {"what": f"BatchNorm statistics re-estimated on {min(REFIT_BN_IMAGES, len(train))} unaugmented "
+                    f"training images, then the head refit as a logistic regression (L2 {cfg.refit_decay:g}) "
+                    "on the training split's features",
+            "decay": cfg.refit_decay, "val_loss_before": before["loss"], "val_acc_before": before["acc"],
+            "val_loss_after": after["loss"], "val_acc_after": after["acc"],
+            "time_s": round(time.perf_counter() - t0, 1)}
+
+
+# fields that act only after the last epoch: a finished run can be resumed with them changed
+POST_TRAINING = ("refit_decay",)
+
+
+def same_training(saved: dict, cfg: Config) -> bool:
+    """Whether a checkpoint's config trains like ``cfg`` (fields added since default to neutral values)."""
+    now = asdict(cfg)
+    defaults = asdict(Config())
+    return all(saved.get(k, defaults[k]) == v for k, v in now.items() if k not in POST_TRAINING)
+
+
 def load_data(recipe: Recipe, cfg: Config, data_dir: str | None, download: bool) -> tuple[ArraySplit, ArraySplit]:
     if cfg.smoke:
         n = SMOKE_SIZES.get(recipe.dataset, 384)
@@ -272,7 +321,7 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
     lookahead = Lookahead(net, total_steps, cfg.lookahead_every) if cfg.lookahead_every else None
     if resuming:
         state = torch.load(ckpt_path, weights_only=False)
-        if state["config"] != asdict(cfg):
+        if not same_training(state["config"], cfg):
             raise SystemExit(f"--resume: {ckpt_path} was trained with a different config; "
                              "pass the same flags or start a fresh run directory")
         net.load_state_dict(state["state_dict"])
@@ -351,6 +400,17 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
         if len(best["history"]) < len(state["history"]):
             best["history"] = state["history"]
             torch.save(best, best_path)
+    if cfg.refit_decay:  # on the kept epoch (best.pt, written here when keep_best is off)
+        kept = torch.load(best_path, weights_only=False) if best_path.exists() else {
+            k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "lookahead")}
+        net.load_state_dict(kept["state_dict"])
+        kept["refit"] = refit(net, train, val, cfg)
+        kept["state_dict"], kept["config"] = net.state_dict(), asdict(cfg)
+        torch.save(kept, best_path)
+        line = (f"refit: val loss {kept['refit']['val_loss_before']:.4f} -> {kept['refit']['val_loss_after']:.4f}, "
+                f"acc {kept['refit']['val_acc_before']:.4f} -> {kept['refit']['val_acc_after']:.4f}")
+        print(line, flush=True)
+        print(line, file=log, flush=True)
     metrics = {"recipe": recipe.name, "config": state["config"], "history": state["history"],
                "final": state["history"][-1], "train_time_s": state["train_time_s"],
                "machine": state["machine"], "params": nets.count_params(net),

@@ -35,6 +35,8 @@ class Config:
     freeze_stages: int = 0  # transfer learning: stem + this many early stages keep their pretrained values
     probe_decay: float = 0.0  # transfer learning, LP-FT: >0 fits the new head first, as a logistic regression
     # with this L2 penalty on the frozen pretrained features of the training split (0: random head)
+    refit_decay: float = 0.0  # after training, >0: the kept epoch's BatchNorm statistics re-estimated on
+    # unaugmented training images and its head refit as a logistic regression with this L2 penalty
     keep_best: bool = False  # also keep best.pt, the epoch of lowest validation loss (early stopping)
     seed: int = 0  # seeds torch, numpy, the split and the shuffles
     threads: int = 2  # torch intra-op threads (this machine has 2 cores)
@@ -183,10 +185,15 @@ RECIPES: dict[str, Recipe] = {
             tab="xray",
             description="EfficientNet-Lite0 pretrained on ImageNet, fine-tuned end to end on the Kermany "
                         "pediatric chest X-rays (normal vs pneumonia) at 224x224: AdamW, one-cycle, "
-                        f"{_augmentation(_XRAY_STRONG_AUG)}, the epoch of lowest validation loss kept; "
-                        "temperature and decision threshold fitted on the patient-level validation split.",
+                        f"{_augmentation(_XRAY_STRONG_AUG)}, the epoch of lowest validation loss kept, its batch-norm "
+                        "statistics re-estimated on unaugmented training films and its head refit as a "
+                        "logistic regression on their features; temperature and decision threshold fitted "
+                        "on the patient-level validation split.",
             arch_kwargs={"num_classes": 2},
-            config=Config(epochs=6, lr=5e-4, **(_XRAY_TRAIN | _XRAY_STRONG_AUG)),
+            # refit_decay: a rule fixed before any test figure (runs/wise/RULE.txt in the note of 2026-12-02):
+            # of BatchNorm re-estimation + logistic-regression heads on backbones interpolated between
+            # ImageNet and the fine-tuned one, ship the lowest validation NLL if it beats the file's 0.0723
+            config=Config(epochs=6, lr=5e-4, refit_decay=1e-3, **(_XRAY_TRAIN | _XRAY_STRONG_AUG)),
             pretrained=LITE0_WEIGHTS,
             int8=True, int8_profile="mobile",
             limitations=_XRAY_LIMITS,
