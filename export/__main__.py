@@ -15,7 +15,6 @@ import argparse
 import json
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ from train.datasets import (
     split_train_val,
     synthetic_split,
 )
-from train.recipes import RECIPES, Config
+from train.recipes import RECIPES, saved_config
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHT_KEYS = ("arch", "arch_kwargs", "recipe", "state_dict", "config", "history", "epoch",
@@ -166,8 +165,7 @@ def xray_extras(recipe, sess, args, metrics: dict, history: list[dict], config: 
     baseline = Path(args.models_dir) / "reference" / f"{recipe.name}_scratch.json"
     if baseline.exists() and not args.smoke:
         b = json.loads(baseline.read_text())
-        # a config field added after the baseline was trained had its default value then
-        base_cfg = asdict(Config()) | b["training"]["config"]
+        base_cfg = saved_config(b["training"]["config"])
         out["transfer_learning"] = {
             "baseline": f"{b['name']}: {b['description']}", "baseline_file": f"reference/{baseline.name}",
             "from_scratch": {k: b["metrics"][k] for k in ("accuracy", "roc_auc")},

@@ -33,7 +33,7 @@ from train.datasets import (
     split_train_val,
     synthetic_split,
 )
-from train.recipes import Config, Recipe
+from train.recipes import Config, Recipe, saved_config
 
 
 def machine_info() -> dict:
@@ -242,6 +242,7 @@ def recompute_batchnorm(net: nn.Module, train: ArraySplit, n: int, seed: int, ba
     training images (a seeded subset): during training they tracked augmented batches of
     weights that were still moving."""
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
@@ -249,8 +250,8 @@ def recompute_batchnorm(net: nn.Module, train: ArraySplit, n: int, seed: int, ba
     net.train()
     for i in range(0, len(idx), batch_size):
         net(to_float_nchw(train.x[idx[i:i + batch_size]]).contiguous(memory_format=torch.channels_last))
-    for m in bns:
-        m.momentum = 0.1
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
     net.eval()
 
 
@@ -279,10 +280,9 @@ POST_TRAINING = ("refit_decay",)
 
 
 def same_training(saved: dict, cfg: Config) -> bool:
-    """Whether a checkpoint's config trains like ``cfg`` (fields added since default to neutral values)."""
-    now = asdict(cfg)
-    defaults = asdict(Config())
-    return all(saved.get(k, defaults[k]) == v for k, v in now.items() if k not in POST_TRAINING)
+    """Whether a checkpoint's config trains like ``cfg``."""
+    saved = saved_config(saved)
+    return all(saved[k] == v for k, v in asdict(cfg).items() if k not in POST_TRAINING)
 
 
 def load_data(recipe: Recipe, cfg: Config, data_dir: str | None, download: bool) -> tuple[ArraySplit, ArraySplit]:
@@ -403,10 +403,13 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
     if cfg.refit_decay:  # on the kept epoch (best.pt, written here when keep_best is off)
         kept = torch.load(best_path, weights_only=False) if best_path.exists() else {
             k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "lookahead")}
-        net.load_state_dict(kept["state_dict"])
-        kept["refit"] = refit(net, train, val, cfg)
-        kept["state_dict"], kept["config"] = net.state_dict(), asdict(cfg)
-        torch.save(kept, best_path)
+        # a second --resume keeps the first refit and its record (refitting again would report the
+        # refit weights as "before")
+        if kept.get("refit", {}).get("decay") != cfg.refit_decay:
+            net.load_state_dict(kept["state_dict"])
+            kept["refit"] = refit(net, train, val, cfg)
+            kept["state_dict"], kept["config"] = net.state_dict(), asdict(cfg)
+            torch.save(kept, best_path)
         line = (f"refit: val loss {kept['refit']['val_loss_before']:.4f} -> {kept['refit']['val_loss_after']:.4f}, "
                 f"acc {kept['refit']['val_acc_before']:.4f} -> {kept['refit']['val_acc_after']:.4f}")
         print(line, flush=True)

@@ -7,7 +7,7 @@ recipe's defaults are the values its shipped model was trained with. The descrip
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,12 @@ class Config:
     seed: int = 0  # seeds torch, numpy, the split and the shuffles
     threads: int = 2  # torch intra-op threads (this machine has 2 cores)
     smoke: bool = False  # tiny synthetic data, seconds: proves the recipe runs end to end
+
+
+def saved_config(saved: dict) -> dict:
+    """A config dict from a checkpoint or card, completed with today's defaults for the fields added
+    since it was written (a new field's default is neutral: what every older run did)."""
+    return asdict(Config()) | saved
 
 
 @dataclass(frozen=True)
