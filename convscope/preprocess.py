@@ -109,8 +109,10 @@ def _to_0_255(a: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.floating) and f.size and f.min() >= 0 and f.max() <= 1.0:
         return f * 255.0  # float images in [0, 1]
     if f.size and (f.min() < 0 or f.max() > 255):  # 32-bit ints, HDR floats: stretch the range
-        lo, hi = float(f.min()), float(f.max())
-        return (f - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(f)
+        # in float64: with float32 values near its limit, hi - lo (and f - lo) overflow to inf
+        d = f.astype(np.float64)
+        lo, hi = float(d.min()), float(d.max())
+        return ((d - lo) * (255.0 / (hi - lo))).astype(np.float32) if hi > lo else np.zeros_like(f)
     return f
 
 

@@ -201,3 +201,14 @@ def test_8bit_fast_paths_give_the_float_paths_bytes(mode):
     np.testing.assert_array_equal(rgb, to_rgb(a.astype(np.float32)))  # arrays take the float path
     if mode == "L":
         np.testing.assert_array_equal(xray_gray(img), a)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_float_images_near_the_float32_limit_stretch_to_0_255():
+    # the fuzzer found float32 pixels near +-3.4e38: stretching them in float32 overflowed to inf/NaN
+    top = np.finfo(np.float32).max
+    a = np.zeros((40, 40), np.float32)
+    a[:, :20], a[:, 20:] = -top, top
+    gray = to_gray(a)
+    assert np.isfinite(gray).all()
+    assert gray.min() == 0 and gray.max() == 255
