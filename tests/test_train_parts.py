@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from train import nets
 from train.datasets import cifar_available, load_cifar10, synthetic_photos
-from train.loop import Lookahead, airbench_groups, flip_crop, triangle
+from train.loop import Lookahead, airbench_groups, flip_crop, random_resample, triangle
 from train.recipes import RECIPES
 
 # sha256 of the decoded uint8 arrays (NHWC) as stated in shared/data's README
@@ -47,6 +47,21 @@ def test_flip_crop():
     padded = F.pad(x, (2,) * 4, mode="reflect")
     for i in range(2):  # every crop is some 4x4 window of the reflect-padded image
         assert any(torch.equal(out[i], padded[i, :, a:a + 4, b:b + 4]) for a in range(5) for b in range(5))
+
+
+def test_random_resample_blurs_only_by_the_amount_asked():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 1, 64, 64), generator=gen).float()  # white noise: all high frequency
+    assert torch.equal(random_resample(x, 0.0, gen), x)
+    y = random_resample(x, 0.5, gen)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255
+
+    def hf(t: torch.Tensor) -> torch.Tensor:  # mean |Laplacian| per image
+        return (4 * t[..., 1:-1, 1:-1] - t[..., :-2, 1:-1] - t[..., 2:, 1:-1]
+                - t[..., 1:-1, :-2] - t[..., 1:-1, 2:]).abs().mean(dim=(1, 2, 3))
+
+    assert (hf(y) < hf(x)).all()  # every image lost detail, more of it the larger the amount
+    assert hf(random_resample(x, 0.05, gen)).mean() > hf(y).mean()
 
 
 def test_whitening_layer_whitens_the_training_patches():

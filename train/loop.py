@@ -93,6 +93,22 @@ def random_jitter(x: torch.Tensor, amount: float, gen: torch.Generator) -> torch
     return ((x - mean) * contrast + mean + shift).clamp(0, 255)
 
 
+def random_resample(x: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Tensor:
+    """Per-image loss of resolution: shrunk by a random factor in [1 - ``amount``, 1] (antialiased)
+    and enlarged back. Films reach 224 px from originals of very different sizes, so how sharp a
+    film is says something about where it came from; this keeps the net from leaning on it."""
+    if not amount:
+        return x
+    h, w = x.shape[-2:]
+    keep = 1 - torch.rand(x.shape[0], generator=gen) * amount
+    out = []
+    for img, k in zip(x.split(1), keep.tolist(), strict=True):
+        small = F.interpolate(img, size=(max(8, round(h * k)), max(8, round(w * k))), mode="bilinear",
+                              antialias=True, align_corners=False)
+        out.append(F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False))
+    return torch.cat(out).clamp(0, 255)
+
+
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv/linear weights only, not on biases or norm parameters."""
     decay, no_decay = [], []
@@ -354,6 +370,7 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
         for step in bar:
             idx = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
             x = random_jitter(random_affine(to_float_nchw(train.x[idx]), cfg, gen), cfg.jitter, gen)
+            x = random_resample(x, cfg.resample, gen)
             if cfg.flip or cfg.crop_pad:
                 flips = (base_flip[idx] ^ bool(epoch % 2)) if cfg.flip else None
                 x = flip_crop(x, flips, cfg.crop_pad, gen)

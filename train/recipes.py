@@ -29,6 +29,7 @@ class Config:
     translate: float = 0.0  # augmentation: max |shift|, fraction of the image side
     scale: float = 0.0  # augmentation: max |zoom - 1|
     jitter: float = 0.0  # augmentation: max relative change of brightness and of contrast
+    resample: float = 0.0  # augmentation: max relative loss of resolution (shrink, then enlarge back)
     flip: bool = False  # augmentation: horizontal flips (a random half, all flipped every other epoch)
     crop_pad: int = 0  # augmentation: reflect-pad by this many pixels, then crop at a random offset
     val_size: int = 5000  # training examples held out for validation curves
