@@ -62,6 +62,12 @@ def resolve_checkpoint(target: str) -> Path:
     raise SystemExit(f"no checkpoint for {target}: train it first (python -m train {target})")
 
 
+def refit_words(refit: dict | None) -> str:
+    if not refit:
+        return ""
+    return "; then refit (see refit)" if refit.get("kept", True) else "; a refit was tried and not kept (see refit)"
+
+
 def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path, metrics: dict,
                parity: dict, latency: dict, opset: int, artifacts: dict, variants: dict,
                cal: dict | None = None) -> ModelCard:
@@ -85,7 +91,7 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
         training={"recipe": recipe.name, "arch": ckpt["arch"], "arch_kwargs": ckpt["arch_kwargs"],
                   "config": ckpt["config"], "epochs": ckpt.get("epoch"), "epochs_run": len(hist),
                   "selection": ("the epoch of lowest validation loss (best.pt)" if ckpt["config"].get("keep_best")
-                                else "the last epoch") + ("; then refit (see refit)" if ckpt.get("refit") else ""),
+                                else "the last epoch") + refit_words(ckpt.get("refit")),
                   "refit": ckpt.get("refit"),
                   "train_time_s": run_time_s(ckpt),
                   "machine": ckpt.get("machine"),

@@ -80,6 +80,36 @@ def test_linear_probe_fits_the_head_on_frozen_features():
     assert all(torch.equal(v, after[k]) for k, v in body_before.items())
 
 
+def test_refit_is_kept_only_when_it_lowers_the_calibrated_validation_nll(monkeypatch):
+    from dataclasses import replace
+
+    import train.loop as loop
+    from train.datasets import synthetic_xrays
+
+    train, val = synthetic_xrays(24, seed=0), synthetic_xrays(16, seed=1)
+    cfg = replace(RECIPES["xray_pneumonia"].config, refit_decay=1e-3)
+    real_probe = loop.linear_probe
+
+    def harmful_probe(net, data, decay):  # the fitted head turned around, confidently wrong
+        real_probe(net, data, decay)
+        with torch.no_grad():
+            net.classifier.weight.mul_(-100)
+            net.classifier.bias.mul_(-100)
+
+    for probe, should_keep in ((real_probe, True), (harmful_probe, False)):
+        monkeypatch.setattr(loop, "linear_probe", probe)
+        torch.manual_seed(0)
+        net = nets.build("xray_lite0", num_classes=2)
+        before = {k: t.clone() for k, t in net.state_dict().items()}
+        r = loop.refit(net, train, val, cfg)
+        assert r["kept"] is should_keep
+        assert (r["val_nll_calibrated_after"] < r["val_nll_calibrated_before"]) is should_keep
+        unchanged = all(torch.equal(t, net.state_dict()[k]) for k, t in before.items())
+        assert unchanged is not should_keep  # a refit not kept leaves the trained weights as they were
+        assert loop.evaluate(net, val)["nll_calibrated"] == pytest.approx(
+            r["val_nll_calibrated_after" if should_keep else "val_nll_calibrated_before"], rel=1e-6)
+
+
 def test_resume_accepts_post_training_changes_and_older_configs():
     from dataclasses import asdict, replace
 
