@@ -42,13 +42,16 @@ def table(models_dir: Path = REPO / "models") -> str:
         m, t = c.metrics, c.training
         lat = c.artifacts.get("latency", {})
         machine = t.get("machine") or {}
+        # cards exported since the CPU was recorded name it: two machines here differ about 2x
+        lat_cpu = f" ({lat['cpu']})" if lat.get("cpu") else ""
+        simd = f" ({machine['simd']})" if machine.get("simd") else ""
         one = c.variants.get("single_view")
         tta = f"; {one['accuracy']:.2%} without TTA" if one else ""
         rows.append(
             f"| `{c.name}` — {c.title} | {c.tab} | **{m['accuracy']:.2%}** ({m['dataset']} {m['split']}, "
             f"n={m['n']:,}{tta}) "
-            f"| {c.params:,} | {human(c.flops)} | {lat.get('median_ms', float('nan')):.2f} ms "
-            f"| {t['train_time_s'] / 60:.1f} min, {epochs(t)}, {machine.get('cores', '?')} CPU cores "
+            f"| {c.params:,} | {human(c.flops)} | {lat.get('median_ms', float('nan')):.2f} ms{lat_cpu} "
+            f"| {t['train_time_s'] / 60:.1f} min, {epochs(t)}, {machine.get('cores', '?')} CPU cores{simd} "
             f"| [png](models/{c.artifacts.get('curves', '')}) |")
     for c in (c for c in cards if c.tab not in CLASSIFIER_TABS):
         rows.append(f"| `{c.name}` — {c.title} | feature maps | — (feature extractor) "
