@@ -236,11 +236,10 @@ def main() -> None:
     import onnxruntime
     import torch
 
-    from train.loop import machine_info
+    from train.loop import cpu_label
 
-    m = machine_info()
-    r = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {m['cpu']} ({m['simd']}), "
-         f"{m['cores']} cores, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"}
+    r = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {cpu_label()}, {os.cpu_count()} cores, "
+         f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"}
     r["load_average_at_start"] = load
     r["models"] = bench_models(args.runs)
     r["core_gflops"] = core_gflops()

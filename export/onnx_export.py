@@ -14,7 +14,7 @@ from torch import nn
 from convscope.runtime import make_session
 from export.graph_table import layer_table
 from export.wrap import ExportWrapper
-from train.loop import machine_info
+from train.loop import cpu_label
 
 # max |torch - onnxruntime| accepted: on the probabilities, absolute; on feature maps and CAMs,
 # relative to the output's scale when that is above 1, and looser, because deep activations
@@ -128,4 +128,4 @@ def latency_ms(path: Path, served_input: np.ndarray, runs: int = 200) -> dict:
         ts.append((time.perf_counter() - t) * 1e3)
     return {"batch": 1, "threads": 1, "runs": runs, "median_ms": float(np.median(ts)),
             "p90_ms": float(np.percentile(ts, 90)), "provider": sess.get_providers()[0],
-            "cpu": "{cpu} ({simd})".format(**machine_info())}  # latencies of two machines differ ~2x here
+            "cpu": cpu_label()}  # latencies of two machines differ ~2x here

@@ -60,6 +60,12 @@ def machine_info() -> dict:
             "torch": torch.__version__}
 
 
+def cpu_label() -> str:
+    """'AMD EPYC (avx512_vnni)': the CPU and its widest vector instructions, as cards and the bench name them."""
+    info = machine_info()
+    return f"{info['cpu']} ({info['simd']})"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
