@@ -200,6 +200,52 @@ def model_table(r: dict) -> str:
     return "\n".join([*lines, "", note])
 
 
+SPEEDUP_GOAL, RATE_GOAL, FIRST_ANSWER_GOAL_S = 3.0, 30.0, 5.0
+ADDED_MS_GOAL = {"rest_predict_digit": 10.0, "rest_classify_image": 10.0, "rest_diagnose_xray": 30.0,
+                 "rest_cifar_resnet_int8": 10.0, "rest_cifar_resnet_single_view": 10.0,
+                 "rest_cifar_inception": 10.0, "rest_cifar_simple": 10.0}
+
+
+def _mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def speedup_goals(r: dict) -> list[str]:
+    """Issue 6's first goal, per model row, from this run: ORT's speed-up over torch eager at batch 1 for
+    the main file and each measured variant, and, where FP32 falls short, the most FP32 could reach at
+    all: the core's GEMM ceiling over torch's GFLOP/s (an upper bound, as no conv runs above the GEMM)."""
+    ceiling = max(r["core_gflops"].values())
+    lines = []
+    for m in r["models"]:
+        got = {k.split("_")[1]: v for k, v in m.items() if k.startswith("speedup_") and k.endswith("_b1")}
+        words = ", ".join(f"{k.upper()} {v:.1f}× {_mark(v >= SPEEDUP_GOAL)}" for k, v in got.items())
+        if got["fp32"] < SPEEDUP_GOAL:
+            bound = ceiling / m["torch_b1_gflops"]
+            words += (f" (FP32 bound on this core: {ceiling:.0f} / {m['torch_b1_gflops']:.0f} GFLOP/s = {bound:.1f}×"
+                      + (", below the goal" if bound < SPEEDUP_GOAL else "") + ")")
+        lines.append(f"- `{m['model']}`: {words}")
+    return lines
+
+
+def goals(r: dict) -> str:
+    """Each of issue 6's goals, met or not, with the figure from this run that decides it."""
+    lines = [f"Goals, from this run (✓ met, ✗ not): ORT ≥{SPEEDUP_GOAL:.0f}× torch eager at batch 1:",
+             *speedup_goals(r)]
+    added = [(k, t["model_and_preprocessing_ms"]) for k, t in r["roundtrips"].items() if k in ADDED_MS_GOAL]
+    lines.append("- model + preprocessing over REST (goal < 10 ms digits and CIFAR, < 30 ms X-ray): "
+                 + ", ".join(f"`{k}` {ms:.1f} ms {_mark(ms < ADDED_MS_GOAL[k])}" for k, ms in added))
+    for c in r["concurrency"]:
+        name = next(iter(c["endpoints"]))
+        if name.endswith("predict_digit") and c["clients"] == 16:
+            ok = c["requests_per_s"] >= RATE_GOAL and c["errors"] == 0
+            lines.append(f"- `{name}`, 16 clients (goal ≥{RATE_GOAL:.0f} req/s, no errors): "
+                         f"{c['requests_per_s']:.1f} req/s, {c['errors']} errors {_mark(ok)}")
+    first = r["server"]["first_answer_s"]
+    lines.append(f"- first answer (goal < {FIRST_ANSWER_GOAL_S:.0f} s): {first:.1f} s "
+                 f"{_mark(first < FIRST_ANSWER_GOAL_S)}")
+    return "\n".join(lines)
+
+
 def table(r: dict) -> str:
     lines = [f"Measured {r['when']} on {r['machine']} by `python -m bench.suite`.", "", model_table(r)]
     s = r["server"]
@@ -216,7 +262,7 @@ def table(r: dict) -> str:
         e = next(iter(c["endpoints"].values()))
         lines.append(f"| `{next(iter(c['endpoints']))}` | {c['clients']} | {c['requests_per_s']:.1f} "
                      f"| {e['p50_ms']:.0f} ms | {e['p95_ms']:.0f} ms | {e['p99_ms']:.0f} ms | {c['errors']} |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", goals(r)])
 
 
 def main() -> None:
@@ -244,7 +290,7 @@ def main() -> None:
     r["models"] = bench_models(args.runs)
     r["core_gflops"] = core_gflops()
     if args.models_only:
-        print(model_table(r))
+        print(model_table(r), "", *speedup_goals(r), sep="\n")
         return
     port = 7800 + os.getpid() % 90
     proc, first, ui = start_server(port)
