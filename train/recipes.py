@@ -234,10 +234,17 @@ RECIPES: dict[str, Recipe] = {
                         "normal/pneumonia films plus the adult COVID-19 films of the COVID-19 Image Data "
                         "Collection (split by patient), at 224x224 with the stem and first two stages frozen at "
                         "their ImageNet values and each film standardised in the graph (per-image mean and "
-                        f"spread), label smoothing 0.1, 3 epochs, {_augmentation(_XRAY_TRAIN)} (the lighter "
-                        "augmentation of xray_pneumonia's first recipe); otherwise xray_pneumonia's recipe.",
+                        "spread), the new head first fitted as a logistic regression on the frozen ImageNet "
+                        f"features (LP-FT), label smoothing 0.1, 4 epochs, {_augmentation(_XRAY_STRONG_AUG)}; "
+                        "the kept epoch's batch-norm statistics re-estimated on unaugmented training films and "
+                        "its head refit, kept only if that lowers the validation loss; otherwise "
+                        "xray_pneumonia's recipe.",
             arch_kwargs={"num_classes": 3, "standardize": True},
-            config=Config(epochs=3, lr=5e-4, freeze_stages=2, label_smoothing=0.1, **_XRAY_TRAIN),
+            # xray_pneumonia's LP-FT, stronger augmentation and refit, 4 epochs (what this session's CPU
+            # allowed), kept by a rule fixed before any test figure (team notes of 2026-12-02, second
+            # session): lower validation NLL after temperature than the 3-epoch file it replaced (0.1241)
+            config=Config(epochs=4, lr=5e-4, freeze_stages=2, label_smoothing=0.1, probe_decay=0.01,
+                          refit_decay=1e-3, **(_XRAY_TRAIN | _XRAY_STRONG_AUG)),
             pretrained=LITE0_WEIGHTS,
             int8=True, int8_profile="mobile",
             limitations=(*_XRAY_LIMITS,
