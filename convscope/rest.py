@@ -20,6 +20,7 @@ from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from PIL import Image
 from pydantic import BaseModel
 
+from convscope.cards import CardError
 from convscope.preprocess import InputError, TooLarge, Unreadable, read_image
 from convscope.runtime import MAIN_VARIANT, Registry
 
@@ -98,7 +99,10 @@ def build_rest(registry: Registry) -> FastAPI:
             raise HTTPException(413, str(e)) from None
         except InputError as e:
             raise HTTPException(422, str(e)) from None
-        probs = m.probs(x[None], variant)[0]
+        try:
+            probs = m.probs(x[None], variant)[0]
+        except CardError as e:  # its file changed on disk since start-up (checked when a lean session is built)
+            raise HTTPException(503, f"{model} is unavailable: {e}") from None
         order = probs.argsort()[::-1]
         labels = m.card.labels
         return Prediction(model=model, variant=variant, label=labels[m.decide(probs)],

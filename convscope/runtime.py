@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from convscope.cards import CardError, ModelCard, find_cards
+from convscope.onnx_wire import keep_outputs
 from convscope.preprocess import PREPROCESSORS
 
 log = logging.getLogger("convscope")
@@ -37,18 +39,21 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return so
 
 
-def make_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A session on CUDA if this build offers it and it really attaches, else on the CPU."""
+def make_session(model: str | Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """A session on CUDA if this build offers it and it really attaches, else on the CPU.
+    ``model``: a file, or a serialized model (bytes)."""
+    path = model if isinstance(model, bytes) else str(model)
+    name = "<model bytes>" if isinstance(model, bytes) else path
     want_cuda = (os.environ.get("CONVSCOPE_PROVIDER", "auto").lower() != "cpu"
                  and CUDA in ort.get_available_providers())
     if want_cuda:
         try:
-            sess = ort.InferenceSession(str(path), session_options(threads), providers=[CUDA, CPU])
+            sess = ort.InferenceSession(path, session_options(threads), providers=[CUDA, CPU])
             if sess.get_providers()[0] == CUDA:
                 return sess
         except Exception as e:  # a broken CUDA install must not take the CPU path down with it
-            log.warning("CUDA session for %s failed (%s); using the CPU", path, e)
-    return ort.InferenceSession(str(path), session_options(threads), providers=[CPU])
+            log.warning("CUDA session for %s failed (%s); using the CPU", name, e)
+    return ort.InferenceSession(path, session_options(threads), providers=[CPU])
 
 
 MAIN_VARIANT = "fp32"  # the card's main file; other variants (INT8, one view without TTA) are opt-in
@@ -56,9 +61,19 @@ MAIN_VARIANT = "fp32"  # the card's main file; other variants (INT8, one view wi
 
 @dataclass
 class ServedModel:
+    """One card's model: a session on its whole graph (every output: what the Feature maps tab shows)
+    per variant, and, built on first use, leaner sessions for calls that fetch fewer outputs.
+
+    Why the lean sessions: ONNX Runtime runs every node of a graph whatever a call fetches
+    (convscope.onnx_wire), so a prediction fetching ``probs`` from the whole graph would also
+    compute the class-activation maps and keep the INT8 graphs' stage outputs in float."""
+
     card: ModelCard
     session: ort.InferenceSession
     variants: dict[str, ort.InferenceSession] = field(default_factory=dict)  # {"int8": session, ...}
+    models_dir: Path | None = None  # where the files are; None: no lean sessions (every call on the whole graph)
+    _lean: dict[tuple[str, frozenset[str]], ort.InferenceSession] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self) -> str:
@@ -77,9 +92,22 @@ class ServedModel:
         return None if variant in self.variant_names else f"{self.name} ships {self.variant_names}, not {variant!r}."
 
     def run(self, outputs: list[str], images: np.ndarray, variant: str = MAIN_VARIANT) -> list[np.ndarray]:
-        """Run on uint8 NHWC ``images`` (a batch), fetching only the named ``outputs``."""
-        sess = self.session if variant == MAIN_VARIANT else self.variants[variant]
-        return sess.run(outputs, {self.card.input["name"]: images})
+        """Run on uint8 NHWC ``images`` (a batch), computing only the named ``outputs``."""
+        return self.session_for(outputs, variant).run(outputs, {self.card.input["name"]: images})
+
+    def session_for(self, outputs: list[str], variant: str = MAIN_VARIANT) -> ort.InferenceSession:
+        """The session that computes ``outputs`` of ``variant`` and nothing else: the whole graph's
+        when they are all its outputs, else one built once from the file with only those outputs
+        (its bytes checked against the card again, so a file changed since start-up is refused)."""
+        whole = self.session if variant == MAIN_VARIANT else self.variants[variant]
+        if self.models_dir is None or set(outputs) >= {o.name for o in whole.get_outputs()}:
+            return whole
+        key = (variant, frozenset(outputs))
+        with self._lock:  # one build per key, even when the first requests arrive together
+            if key not in self._lean:
+                data = self.card.read_verified(self.models_dir, None if variant == MAIN_VARIANT else variant)
+                self._lean[key] = make_session(keep_outputs(data, outputs))
+            return self._lean[key]
 
     def probs(self, images: np.ndarray, variant: str = MAIN_VARIANT) -> np.ndarray:
         return self.run(["probs"], images, variant)[0]
@@ -129,17 +157,16 @@ def load_registry(models_dir: str | Path = MODELS_DIR) -> Registry:
     for card_path in find_cards(models_dir):
         try:
             card = ModelCard.load(card_path)
-            path = card.verify_file(models_dir)
-            sess = make_session(path)
+            sess = make_session(card.read_verified(models_dir))
             got = {o.name for o in sess.get_outputs()}
             want = {o["name"] for o in card.outputs}
             if not want <= got:
                 raise CardError(f"{card.file} lacks outputs {sorted(want - got)} named in its card")
-            model = reg.models[card.name] = ServedModel(card, sess)
+            model = reg.models[card.name] = ServedModel(card, sess, models_dir=models_dir)
             log.info("loaded %s on %s", card.name, sess.get_providers()[0])
             for variant in card.shipped_variants():
                 try:  # a broken variant disables only itself
-                    model.variants[variant] = make_session(card.verify_file(models_dir, variant))
+                    model.variants[variant] = make_session(card.read_verified(models_dir, variant))
                 except Exception as e:
                     reg.broken[f"{card.name}.{variant}"] = str(e) if isinstance(e, CardError) else repr(e)
                     log.warning("variant %s.%s disabled: %s", card.name, variant, e)

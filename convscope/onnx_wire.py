@@ -1,0 +1,145 @@
+"""Keep only some graph outputs of an ONNX model, by editing its protobuf bytes directly.
+
+Why: ONNX Runtime's inference builds execute the *whole* graph whatever ``session.run`` fetches
+(microsoft/onnxruntime#16483, #27615; ``RunOptions.only_execute_path_to_fetches`` works only in
+training builds, #16013). Our files carry every conv stage, the filters and the class-activation
+maps as extra outputs for the Feature maps tab, so a prediction that fetches ``probs`` alone
+would still pay for all of them (the class-activation map's Einsum alone is 0.5 ms of
+xray_pneumonia's 12, and the stage outputs keep INT8 graphs from staying in INT8 between
+stages). ORT does not remove a node whose outputs nothing reads either, so :func:`keep_outputs`
+drops those nodes too: a session built from its bytes computes what the call fetches and no more.
+
+Why by hand: serving depends on onnxruntime, numpy, pillow and gradio, not on the ``onnx``
+package. The edit needs a few facts of the ONNX schema (onnx/onnx.proto): ``ModelProto.graph``
+is field 7; in ``GraphProto`` ``node`` is field 1 and ``output`` field 12 (``ValueInfoProto``,
+whose ``name`` is field 1); in ``NodeProto`` ``input`` is 1, ``output`` 2 and ``attribute`` 5,
+and an ``AttributeProto`` holds subgraphs in fields 6 and 11. Every kept byte is copied unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+MODEL_GRAPH, GRAPH_NODE, GRAPH_OUTPUT, VALUE_INFO_NAME = 7, 1, 12, 1
+NODE_INPUT, NODE_OUTPUT, NODE_ATTRIBUTE, ATTRIBUTE_GRAPHS = 1, 2, 5, (6, 11)
+VARINT, I64, LEN, I32 = 0, 1, 2, 5
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated protobuf: a varint runs past the end")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """(field number, wire type, start of the field, start of its payload, end) for each field of a message."""
+    pos = 0
+    while pos < len(buf):
+        start = pos
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == VARINT:
+            _, end = _varint(buf, pos)
+        elif wire == I64:
+            end = pos + 8
+        elif wire == I32:
+            end = pos + 4
+        elif wire == LEN:
+            length, pos = _varint(buf, pos)
+            end = pos + length
+        else:  # groups (3, 4) are deprecated and not used by ONNX
+            raise ValueError(f"unsupported protobuf wire type {wire} in field {number}")
+        if end > len(buf):
+            raise ValueError(f"truncated protobuf: field {number} runs past the end")
+        yield number, wire, start, pos, end
+        pos = end
+
+
+def _name(value_info: bytes) -> str | None:
+    for number, wire, _, payload, end in _fields(value_info):
+        if number == VALUE_INFO_NAME and wire == LEN:
+            return value_info[payload:end].decode()
+    return None
+
+
+def _node_io(node: bytes) -> tuple[list[str], list[str], bool]:
+    """A NodeProto's inputs, outputs, and whether an attribute holds a subgraph (If, Loop, Scan)."""
+    ins, outs, subgraph = [], [], False
+    for number, wire, _, payload, end in _fields(node):
+        if wire != LEN:
+            continue
+        if number == NODE_INPUT:
+            ins.append(node[payload:end].decode())
+        elif number == NODE_OUTPUT:
+            outs.append(node[payload:end].decode())
+        elif number == NODE_ATTRIBUTE:
+            subgraph |= any(n in ATTRIBUTE_GRAPHS for n, *_ in _fields(node[payload:end]))
+    return ins, outs, subgraph
+
+
+def _live_nodes(graph: bytes, fields: list[tuple[int, int, int, int, int]], keep: set[str]) -> set[int]:
+    """Start offsets of the nodes the kept outputs depend on. ONNX lists nodes in topological
+    order, so one backward pass finds them. A graph with subgraphs (whose nodes may read outer
+    names) keeps every node: our exported nets have none."""
+    nodes = [(start, *_node_io(graph[payload:end])) for number, wire, start, payload, end in fields
+             if number == GRAPH_NODE and wire == LEN]
+    if any(subgraph for *_, subgraph in nodes):
+        return {start for start, *_ in nodes}
+    needed, live = set(keep), set()
+    for start, ins, outs, _ in reversed(nodes):
+        if needed.intersection(outs):
+            live.add(start)
+            needed.update(i for i in ins if i)
+    return live
+
+
+def output_names(model: bytes) -> list[str]:
+    """The graph outputs of a serialized ModelProto, in order."""
+    graph = next((model[p:e] for n, w, _, p, e in _fields(model) if n == MODEL_GRAPH and w == LEN), None)
+    if graph is None:
+        raise ValueError("not an ONNX model: no graph")
+    return [_name(graph[p:e]) or "" for n, w, _, p, e in _fields(graph) if n == GRAPH_OUTPUT and w == LEN]
+
+
+def keep_outputs(model: bytes, keep: Iterable[str]) -> bytes:
+    """``model`` (a serialized ModelProto) with only the graph outputs named in ``keep``, in their
+    original order, and only the nodes they depend on; raises ValueError if one of them is not an output."""
+    keep = set(keep)
+    missing = keep - set(output_names(model))
+    if missing:
+        raise ValueError(f"the model has no outputs {sorted(missing)}")
+    out = bytearray()
+    for number, wire, start, payload, end in _fields(model):
+        if number != MODEL_GRAPH or wire != LEN:
+            out += model[start:end]
+            continue
+        graph = model[payload:end]
+        fields = list(_fields(graph))
+        live = _live_nodes(graph, fields, keep)
+        new_graph = bytearray()
+        for g_number, g_wire, g_start, g_payload, g_end in fields:
+            if g_wire == LEN and ((g_number == GRAPH_OUTPUT and _name(graph[g_payload:g_end]) not in keep)
+                                  or (g_number == GRAPH_NODE and g_start not in live)):
+                continue
+            new_graph += graph[g_start:g_end]
+        out += _encode_varint((MODEL_GRAPH << 3) | LEN) + _encode_varint(len(new_graph)) + new_graph
+    return bytes(out)
