@@ -1,4 +1,4 @@
-"""Load and soak: concurrent gradio_client users against `python app.py` in its own process.
+"""Load and soak: concurrent users against `python app.py` in its own process.
 
     python -m bench.load                         # 16 clients, 2 minutes, all image endpoints (Gradio + REST)
     python -m bench.load --clients 4 --seconds 600   # soak: watch resident memory
@@ -60,11 +60,55 @@ def start_app(port: int) -> subprocess.Popen:
     return proc
 
 
+class GradioHTTP:
+    """A Gradio API client in a few HTTP calls, as any non-Python client makes them (Gradio's
+    documented HTTP API): each file uploaded to ``/gradio_api/upload``, the call queued with
+    ``POST /gradio_api/call/<api_name>``, its result read from the event stream
+    ``GET /gradio_api/call/<api_name>/<event_id>``. The same queue and functions as the UI. Each
+    client keeps one session hash, as a browser tab does (a call without one opens a new session
+    on the server, ~50 ms of CPU: convscope.app.session_capacity).
+
+    Why not gradio_client for load: it spends about 200 ms of CPU per request here. Sixteen of its
+    clients in one process used both of this machine's cores for 9 requests/s while the server
+    used 0.45 of a core, so on a 2-core machine it measures itself, not the server. (The app's
+    tests keep calling through gradio_client: that it works is part of the contract.)"""
+
+    def __init__(self, url: str) -> None:
+        import uuid
+
+        import httpx
+
+        self.session_hash = uuid.uuid4().hex
+        self.http = httpx.Client(base_url=url + "gradio_api/", timeout=60, limits=httpx.Limits(keepalive_expiry=2.0))
+
+    def file(self, path: str) -> dict:
+        """Upload ``path``; the FileData value that refers to it in a call."""
+        with open(path, "rb") as f:
+            r = self.http.post("upload", files={"files": (Path(path).name, f)})
+        r.raise_for_status()
+        return {"path": r.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+    def predict(self, *args: object, api_name: str) -> list:
+        """Call a named endpoint; the list of its outputs, or RuntimeError with Gradio's message."""
+        api = api_name.strip("/")
+        r = self.http.post(f"call/{api}", json={"data": list(args), "session_hash": self.session_hash})
+        r.raise_for_status()
+        event = None
+        with self.http.stream("GET", f"call/{api}/{r.json()['event_id']}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    if event == "error":
+                        raise RuntimeError(f"/{api}: {line[5:].strip()}")
+                    return json.loads(line[5:])
+        raise RuntimeError(f"/{api}: the event stream ended without a result")
+
+
 def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
     """Endpoint name -> call(connection), and API -> how a client thread connects. Gradio endpoints
-    go through gradio_client, ``rest_*`` ones through plain HTTP (httpx) to /api/v1."""
+    go through Gradio's HTTP API (:class:`GradioHTTP`), ``rest_*`` ones through /api/v1, both httpx."""
     import httpx
-    from gradio_client import Client, handle_file
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (280, 280), "white")
@@ -84,17 +128,17 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
     def rest(endpoint: str, data: bytes):
         return lambda c: c.post(endpoint, files={"image": ("x", data)}).raise_for_status()
 
-    def sketch(file: str) -> dict:  # a Sketchpad value whose picture is the file
-        return {"background": None, "layers": [], "composite": handle_file(file)}
+    def sketch(c: GradioHTTP, file: str) -> dict:  # a Sketchpad value whose picture is the file
+        return {"background": None, "layers": [], "composite": c.file(file)}
 
     def echo(file: str):  # the Gradio baseline: the same upload through the sketch input, no model
-        return lambda c: c.predict(sketch(file), api_name="/echo")
+        return lambda c: c.predict(sketch(c, file), api_name="/echo")
 
     calls = {
-        "predict_digit": lambda c: c.predict(sketch(path), api_name="/predict_digit"),
-        "feature_maps": lambda c: c.predict("mnist_cnn", handle_file(path), api_name="/feature_maps"),
-        "classify_image": lambda c: c.predict(handle_file(str(photo)), api_name="/classify_image"),
-        "diagnose_xray": lambda c: c.predict(handle_file(film_path), "xray_pneumonia", "fp32",
+        "predict_digit": lambda c: c.predict(sketch(c, path), "mnist_cnn", api_name="/predict_digit"),
+        "feature_maps": lambda c: c.predict("mnist_cnn", c.file(path), api_name="/feature_maps"),
+        "classify_image": lambda c: c.predict(c.file(str(photo)), "cifar_resnet", "fp32", api_name="/classify_image"),
+        "diagnose_xray": lambda c: c.predict(c.file(film_path), "xray_pneumonia", "fp32",
                                              api_name="/diagnose_xray"),
         "echo": echo(path),
         "echo_photo": echo(str(photo)),
@@ -111,7 +155,7 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
         "rest_echo_photo": rest("echo", cat),
         "rest_echo_film": rest("echo", film_bytes),
     }
-    connect = {"gradio": lambda: Client(url, verbose=False),
+    connect = {"gradio": lambda: GradioHTTP(url),
                # idle connections expire on the client first: uvicorn closes them after 5 s (its
                # keep-alive timeout) and httpx's default expiry is also 5 s, so a request sent on a
                # connection the server is closing at that moment got "connection reset" (seen in CI)

@@ -27,6 +27,17 @@ def upload_cache() -> tuple[int, int]:
     return (s, s)
 
 
+def session_capacity() -> int:
+    """How many sessions Gradio keeps state for (oldest dropped first): CONVSCOPE_SESSIONS, default 256.
+
+    Why not Gradio's 10,000: every call of Gradio's HTTP API without a session hash (curl, most
+    non-Python clients) opens a new session, and each one holds a copy of every component's config:
+    measured here, 600 such calls grew the server by 222 MB (about 370 KB each) and cost about
+    50 ms of CPU each. At 10,000 that is gigabytes; at 256 about 100 MB, still far more sessions
+    than a classroom has open at once (a browser tab is one session)."""
+    return int(os.environ.get("CONVSCOPE_SESSIONS", "256"))
+
+
 def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = None) -> gr.Blocks:
     registry = registry or load_registry(models_dir)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=upload_cache()) as demo:
@@ -51,6 +62,7 @@ def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = N
     # ORT sessions are thread-safe and each request uses one thread: let a few run at once
     # (Gradio's default is one at a time per event).
     demo.queue(default_concurrency_limit=int(os.environ.get("CONVSCOPE_CONCURRENCY", "4")))
+    demo.state_session_capacity = session_capacity()  # launch()'s argument; read from here when mounted
     demo.registry = registry  # for tests and the benchmark
     return demo
 

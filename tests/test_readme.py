@@ -31,5 +31,6 @@ def test_hugging_face_space_layout():
     assert tuple(map(int, meta["sdk_version"].split("."))) >= (6, 16, 0)
     assert meta["sdk_version"].split(".")[0] == gradio.__version__.split(".")[0]
     reqs = [r.split("#")[0].strip() for r in (REPO / "requirements.txt").read_text().splitlines()]
-    names = {re.split(r"[<>=\[ ]", r)[0].lower() for r in reqs if r}
-    assert names == {"onnxruntime", "numpy", "pillow", "pydicom"}, names  # no torch, onnx, timm at serving time
+    names = {re.split(r"[<>=\[ ;]", r)[0].lower() for r in reqs if r}
+    # no torch, onnx, timm at serving time; httptools and uvloop: uvicorn's fast HTTP parser and loop
+    assert names == {"onnxruntime", "numpy", "pillow", "pydicom", "httptools", "uvloop"}, names
