@@ -20,7 +20,6 @@ from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from PIL import Image
 from pydantic import BaseModel
 
-from convscope.cards import CardError
 from convscope.preprocess import InputError, TooLarge, Unreadable, read_image
 from convscope.runtime import MAIN_VARIANT, Registry
 
@@ -99,10 +98,7 @@ def build_rest(registry: Registry) -> FastAPI:
             raise HTTPException(413, str(e)) from None
         except InputError as e:
             raise HTTPException(422, str(e)) from None
-        try:
-            probs = m.probs(x[None], variant)[0]
-        except CardError as e:  # its file changed on disk since start-up (checked when a lean session is built)
-            raise HTTPException(503, f"{model} is unavailable: {e}") from None
+        probs = m.probs(x[None], variant)[0]
         order = probs.argsort()[::-1]
         labels = m.card.labels
         return Prediction(model=model, variant=variant, label=labels[m.decide(probs)],

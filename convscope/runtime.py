@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from convscope.cards import CardError, ModelCard, find_cards
-from convscope.onnx_wire import keep_outputs
+from convscope.onnx_wire import keep_outputs, output_names
 from convscope.preprocess import PREPROCESSORS
 
 log = logging.getLogger("convscope")
@@ -59,20 +59,31 @@ def make_session(model: str | Path | bytes, threads: int | None = None) -> ort.I
 MAIN_VARIANT = "fp32"  # the card's main file; other variants (INT8, one view without TTA) are opt-in
 
 
+PREDICTION_OUTPUTS = ("probs", "cam")  # what the tabs and the REST API fetch for an answer
+
+
+def prediction_outputs(names: list[str]) -> list[str]:
+    """The outputs a prediction session keeps: probabilities and class-activation maps; all of
+    them for a feature extractor (no ``probs``)."""
+    return [n for n in names if n in PREDICTION_OUTPUTS] or list(names)
+
+
 @dataclass
 class ServedModel:
-    """One card's model: a session on its whole graph (every output: what the Feature maps tab shows)
-    per variant, and, built on first use, leaner sessions for calls that fetch fewer outputs.
+    """One card's model: per variant, a session on its *prediction graph* (``probs`` and ``cam``
+    only), and, built on first use, one on the whole graph (every stage and filter: what the
+    Feature maps tab shows).
 
-    Why the lean sessions: ONNX Runtime runs every node of a graph whatever a call fetches
-    (convscope.onnx_wire), so a prediction fetching ``probs`` from the whole graph would also
-    compute the class-activation maps and keep the INT8 graphs' stage outputs in float."""
+    Why two graphs: ONNX Runtime runs every node of a graph whatever a call fetches
+    (convscope.onnx_wire), so predictions on the whole graph would also copy out every stage
+    and, in the INT8 files, dequantize them. Why the whole graph only on demand: each session
+    holds its own prepacked weights and buffers (all lean and whole sessions at once: +370 MB)."""
 
     card: ModelCard
-    session: ort.InferenceSession
-    variants: dict[str, ort.InferenceSession] = field(default_factory=dict)  # {"int8": session, ...}
-    models_dir: Path | None = None  # where the files are; None: no lean sessions (every call on the whole graph)
-    _lean: dict[tuple[str, frozenset[str]], ort.InferenceSession] = field(default_factory=dict, repr=False)
+    session: ort.InferenceSession  # the main file's prediction graph
+    variants: dict[str, ort.InferenceSession] = field(default_factory=dict)  # {"int8": prediction graph, ...}
+    models_dir: Path | None = None  # where the files are, to build whole-graph sessions from
+    _whole: dict[str, ort.InferenceSession] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -92,22 +103,21 @@ class ServedModel:
         return None if variant in self.variant_names else f"{self.name} ships {self.variant_names}, not {variant!r}."
 
     def run(self, outputs: list[str], images: np.ndarray, variant: str = MAIN_VARIANT) -> list[np.ndarray]:
-        """Run on uint8 NHWC ``images`` (a batch), computing only the named ``outputs``."""
+        """Run on uint8 NHWC ``images`` (a batch), fetching the named ``outputs``."""
         return self.session_for(outputs, variant).run(outputs, {self.card.input["name"]: images})
 
     def session_for(self, outputs: list[str], variant: str = MAIN_VARIANT) -> ort.InferenceSession:
-        """The session that computes ``outputs`` of ``variant`` and nothing else: the whole graph's
-        when they are all its outputs, else one built once from the file with only those outputs
-        (its bytes checked against the card again, so a file changed since start-up is refused)."""
-        whole = self.session if variant == MAIN_VARIANT else self.variants[variant]
-        if self.models_dir is None or set(outputs) >= {o.name for o in whole.get_outputs()}:
-            return whole
-        key = (variant, frozenset(outputs))
-        with self._lock:  # one build per key, even when the first requests arrive together
-            if key not in self._lean:
-                data = self.card.read_verified(self.models_dir, None if variant == MAIN_VARIANT else variant)
-                self._lean[key] = make_session(keep_outputs(data, outputs))
-            return self._lean[key]
+        """The prediction graph's session when it has every output asked for, else the whole graph's,
+        built once on first use from the file's bytes checked against the card again (so a file
+        changed since start-up is refused with CardError)."""
+        prediction = self.session if variant == MAIN_VARIANT else self.variants[variant]
+        if self.models_dir is None or set(outputs) <= {o.name for o in prediction.get_outputs()}:
+            return prediction
+        with self._lock:  # one build, even when the first requests arrive together
+            if variant not in self._whole:
+                self._whole[variant] = make_session(
+                    self.card.read_verified(self.models_dir, None if variant == MAIN_VARIANT else variant))
+            return self._whole[variant]
 
     def probs(self, images: np.ndarray, variant: str = MAIN_VARIANT) -> np.ndarray:
         return self.run(["probs"], images, variant)[0]
@@ -157,16 +167,18 @@ def load_registry(models_dir: str | Path = MODELS_DIR) -> Registry:
     for card_path in find_cards(models_dir):
         try:
             card = ModelCard.load(card_path)
-            sess = make_session(card.read_verified(models_dir))
-            got = {o.name for o in sess.get_outputs()}
+            data = card.read_verified(models_dir)
+            got = output_names(data)
             want = {o["name"] for o in card.outputs}
-            if not want <= got:
-                raise CardError(f"{card.file} lacks outputs {sorted(want - got)} named in its card")
+            if not want <= set(got):
+                raise CardError(f"{card.file} lacks outputs {sorted(want - set(got))} named in its card")
+            sess = make_session(keep_outputs(data, prediction_outputs(got)))
             model = reg.models[card.name] = ServedModel(card, sess, models_dir=models_dir)
             log.info("loaded %s on %s", card.name, sess.get_providers()[0])
             for variant in card.shipped_variants():
                 try:  # a broken variant disables only itself
-                    model.variants[variant] = make_session(card.read_verified(models_dir, variant))
+                    data = card.read_verified(models_dir, variant)
+                    model.variants[variant] = make_session(keep_outputs(data, prediction_outputs(output_names(data))))
                 except Exception as e:
                     reg.broken[f"{card.name}.{variant}"] = str(e) if isinstance(e, CardError) else repr(e)
                     log.warning("variant %s.%s disabled: %s", card.name, variant, e)

@@ -76,39 +76,26 @@ def test_unknown_output_and_broken_bytes_are_refused():
         keep_outputs(data[:-3], ["y"])
 
 
-def test_predictions_run_on_a_lean_session_and_features_on_the_whole_graph():
+def test_predictions_run_on_the_prediction_graph_and_features_on_the_whole_graph():
     m = load_registry().models["mnist_cnn"]
     x = np.zeros((1, 28, 28, 1), np.uint8)
-    m.probs(x)
-    assert [o.name for o in m.session_for(["probs"]).get_outputs()] == ["probs"]
+    assert [o.name for o in m.session.get_outputs()] == ["probs", "cam"]  # built at start-up
+    assert m.session_for(["probs"]) is m.session and m.session_for(["probs", "cam"]) is m.session
     every = [o["name"] for o in m.card.outputs]
-    assert m.session_for(every) is m.session
-    assert m.session_for(["probs"]) is m.session_for(["probs"])  # built once
+    whole = m.session_for(every)  # built on first use
+    assert whole is not m.session and whole is m.session_for(every[:3])
+    assert [o.name for o in whole.get_outputs()] == every
     np.testing.assert_array_equal(m.probs(x), m.run(every, x)[0])
 
 
-def test_a_file_changed_after_start_up_is_refused_when_a_lean_session_is_built(tmp_path):
+def test_a_file_changed_after_start_up_is_refused_when_the_whole_graph_is_built(tmp_path):
     shutil.copytree(MODELS_DIR, tmp_path, dirs_exist_ok=True)
     m = load_registry(tmp_path).models["mnist_lenet5"]
     victim = tmp_path / "mnist_lenet5.onnx"
     data = bytearray(victim.read_bytes())
     data[-100] ^= 0xFF
     victim.write_bytes(bytes(data))
+    x = np.zeros((1, 28, 28, 1), np.uint8)
+    assert m.probs(x).shape == (1, 10)  # the prediction graph was read and checked at start-up
     with pytest.raises(CardError, match="does not match its card"):
-        m.probs(np.zeros((1, 28, 28, 1), np.uint8))
-
-
-def test_rest_answers_503_with_a_reason_when_a_file_changed_after_start_up(tmp_path):
-    from fastapi.testclient import TestClient
-
-    from convscope.rest import build_rest
-
-    shutil.copytree(MODELS_DIR, tmp_path, dirs_exist_ok=True)
-    api = TestClient(build_rest(load_registry(tmp_path)))
-    seven = (MODELS_DIR.parent / "examples" / "digit_7.png").read_bytes()
-    assert api.post("/api/v1/predict/mnist_lenet5", files={"image": ("7.png", seven)}).status_code == 200
-    victim = tmp_path / "mnist_cnn.onnx"
-    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
-    r = api.post("/api/v1/predict/mnist_cnn", files={"image": ("7.png", seven)})
-    assert r.status_code == 503 and "does not match its card" in r.json()["detail"]
-    assert api.post("/api/v1/predict/mnist_lenet5", files={"image": ("7.png", seven)}).status_code == 200
+        m.run([o["name"] for o in m.card.outputs], x)
