@@ -99,3 +99,26 @@ def test_a_file_changed_after_start_up_is_refused_when_the_whole_graph_is_built(
     assert m.probs(x).shape == (1, 10)  # the prediction graph was read and checked at start-up
     with pytest.raises(CardError, match="does not match its card"):
         m.run([o["name"] for o in m.card.outputs], x)
+
+
+def test_feature_maps_api_says_so_when_a_file_changed_after_start_up(tmp_path):
+    """The Feature maps tab reads the whole graph on first use: a file changed since start-up gets a
+    clear message there (not a traceback), and the server keeps serving."""
+    from gradio_client import Client, handle_file
+
+    from convscope.app import build_app, serve_in_background
+    from tests.conftest import REPO, free_port
+
+    shutil.copytree(MODELS_DIR, tmp_path, dirs_exist_ok=True)
+    port = free_port()
+    server = serve_in_background(build_app(tmp_path), port)
+    try:
+        victim = tmp_path / "mnist_cnn.onnx"
+        victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        seven = handle_file(str(REPO / "examples" / "digit_7.png"))
+        with pytest.raises(Exception, match="does not match its card"):
+            client.predict("mnist_cnn", seven, api_name="/feature_maps")
+        assert client.predict("mnist_lenet5", seven, api_name="/feature_maps")  # the others still answer
+    finally:
+        server.should_exit = True

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from convscope import visualize as viz
-from convscope.cards import TABS
+from convscope.cards import TABS, CardError
 from convscope.preprocess import EmptyInput, InputError
 from convscope.runtime import Registry, ServedModel
 from convscope.tabs import playground
@@ -183,7 +183,7 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
             ins = inspect(m, sketch_image(value))
             r = render(ins, cls, alpha)
             ms = (time.perf_counter() - t) * 1e3
-        except InputError as e:
+        except (InputError, CardError) as e:  # CardError: the file changed since start-up (its whole graph is read now)
             if not isinstance(e, EmptyInput):
                 empty[1] = f"⚠️ {e}"
             return [None, *empty, *hidden * MAX_STAGES]
@@ -250,7 +250,7 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
             raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(models)}.")
         try:
             r = render(inspect(models[model], image))
-        except InputError as e:
+        except (InputError, CardError) as e:
             raise gr.Error(str(e)) from None
         return [(s["grid"], f"{s['name']}: activations {s['lo']:.3g} to {s['hi']:.3g}") for s in r["stages"]]
 
