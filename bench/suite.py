@@ -41,6 +41,16 @@ MORE_ROUNDTRIPS = {"rest_cifar_resnet_int8": "rest_echo_photo", "rest_cifar_resn
                    "rest_cifar_inception": "rest_echo_photo", "rest_cifar_simple": "rest_echo_photo"}
 
 
+def http_stack() -> str:
+    """The parser and event loop uvicorn picks ("auto"): the Gradio and REST rows depend on them
+    (httptools + uvloop gave Gradio 1.6x the request rate of h11 + asyncio here)."""
+    import importlib.util
+
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"uvicorn with {parser} and {loop}"
+
+
 def timed(fn, runs: int) -> list[float]:
     out = []
     for _ in range(runs):
@@ -287,7 +297,7 @@ def main() -> None:
     from train.loop import cpu_label
 
     r = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {cpu_label()}, {os.cpu_count()} cores, "
-         f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"}
+         f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, {http_stack()}"}
     r["load_average_at_start"] = load
     r["models"] = bench_models(args.runs)
     r["core_gflops"] = core_gflops()

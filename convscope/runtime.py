@@ -68,6 +68,11 @@ def prediction_outputs(names: list[str]) -> list[str]:
     return [n for n in names if n in PREDICTION_OUTPUTS] or list(names)
 
 
+def prediction_session(data: bytes) -> ort.InferenceSession:
+    """A session on the prediction graph of a serialized model (its bytes already checked)."""
+    return make_session(keep_outputs(data, prediction_outputs(output_names(data))))
+
+
 @dataclass
 class ServedModel:
     """One card's model: per variant, a session on its *prediction graph* (``probs`` and ``cam``
@@ -172,13 +177,12 @@ def load_registry(models_dir: str | Path = MODELS_DIR) -> Registry:
             want = {o["name"] for o in card.outputs}
             if not want <= set(got):
                 raise CardError(f"{card.file} lacks outputs {sorted(want - set(got))} named in its card")
-            sess = make_session(keep_outputs(data, prediction_outputs(got)))
+            sess = prediction_session(data)
             model = reg.models[card.name] = ServedModel(card, sess, models_dir=models_dir)
             log.info("loaded %s on %s", card.name, sess.get_providers()[0])
             for variant in card.shipped_variants():
                 try:  # a broken variant disables only itself
-                    data = card.read_verified(models_dir, variant)
-                    model.variants[variant] = make_session(keep_outputs(data, prediction_outputs(output_names(data))))
+                    model.variants[variant] = prediction_session(card.read_verified(models_dir, variant))
                 except Exception as e:
                     reg.broken[f"{card.name}.{variant}"] = str(e) if isinstance(e, CardError) else repr(e)
                     log.warning("variant %s.%s disabled: %s", card.name, variant, e)
