@@ -115,24 +115,17 @@ class ModelCard:
     def read_verified(self, models_dir: Path, variant: str | None = None) -> bytes:
         """The model file's (or a variant's) bytes, read once and checked against its sha256, so the
         bytes a session is built from are the bytes that were checked."""
-        path, sha = self._file_and_sha(models_dir, variant)
-        data = path.read_bytes()
-        self._check(path, hashlib.sha256(data).hexdigest(), sha)
-        return data
-
-    def _file_and_sha(self, models_dir: Path, variant: str | None) -> tuple[Path, str]:
         file, sha = (self.file, self.sha256) if variant is None else \
             (self.variants[variant]["file"], self.variants[variant]["sha256"])
         path = models_dir / file
         if not path.exists():
             raise CardError(f"model file {file} is missing")
-        return path, sha
-
-    @staticmethod
-    def _check(path: Path, digest: str, sha: str) -> None:
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         if digest != sha:
-            raise CardError(f"{path.name} does not match its card (sha256 {digest[:12]}… "
+            raise CardError(f"{file} does not match its card (sha256 {digest[:12]}… "
                             f"!= {sha[:12]}…): re-export, or restore the file")
+        return data
 
     def shipped_variants(self) -> list[str]:
         """Variants besides the main file that ship a file (INT8: only within its accuracy bound)."""

@@ -112,34 +112,44 @@ def _live_nodes(graph: bytes, fields: list[tuple[int, int, int, int, int]], keep
     return live
 
 
+def _graph_field(model: bytes) -> tuple[int, int, int]:
+    """(start, payload start, end) of a serialized ModelProto's graph field. Walks every field, so a
+    truncated or malformed model is refused even when the damage is after the graph."""
+    graphs = [(start, payload, end) for number, wire, start, payload, end in _fields(model)
+              if number == MODEL_GRAPH and wire == LEN]
+    if not graphs:
+        raise ValueError("not an ONNX model: no graph")
+    return graphs[0]
+
+
+def _outputs(graph: bytes, fields: list[tuple[int, int, int, int, int]]) -> list[str]:
+    return [_name(graph[p:e]) or "" for n, w, _, p, e in fields if n == GRAPH_OUTPUT and w == LEN]
+
+
 def output_names(model: bytes) -> list[str]:
     """The graph outputs of a serialized ModelProto, in order."""
-    graph = next((model[p:e] for n, w, _, p, e in _fields(model) if n == MODEL_GRAPH and w == LEN), None)
-    if graph is None:
-        raise ValueError("not an ONNX model: no graph")
-    return [_name(graph[p:e]) or "" for n, w, _, p, e in _fields(graph) if n == GRAPH_OUTPUT and w == LEN]
+    _, payload, end = _graph_field(model)
+    graph = model[payload:end]
+    return _outputs(graph, list(_fields(graph)))
 
 
 def keep_outputs(model: bytes, keep: Iterable[str]) -> bytes:
     """``model`` (a serialized ModelProto) with only the graph outputs named in ``keep``, in their
     original order, and only the nodes they depend on; raises ValueError if one of them is not an output."""
     keep = set(keep)
-    missing = keep - set(output_names(model))
+    start, payload, end = _graph_field(model)
+    graph = model[payload:end]
+    fields = list(_fields(graph))
+    missing = keep - set(_outputs(graph, fields))
     if missing:
         raise ValueError(f"the model has no outputs {sorted(missing)}")
-    out = bytearray()
-    for number, wire, start, payload, end in _fields(model):
-        if number != MODEL_GRAPH or wire != LEN:
-            out += model[start:end]
+    live = _live_nodes(graph, fields, keep)
+    new_graph = bytearray()
+    for number, wire, f_start, f_payload, f_end in fields:
+        if wire == LEN and ((number == GRAPH_OUTPUT and _name(graph[f_payload:f_end]) not in keep)
+                            or (number == GRAPH_NODE and f_start not in live)):
             continue
-        graph = model[payload:end]
-        fields = list(_fields(graph))
-        live = _live_nodes(graph, fields, keep)
-        new_graph = bytearray()
-        for g_number, g_wire, g_start, g_payload, g_end in fields:
-            if g_wire == LEN and ((g_number == GRAPH_OUTPUT and _name(graph[g_payload:g_end]) not in keep)
-                                  or (g_number == GRAPH_NODE and g_start not in live)):
-                continue
-            new_graph += graph[g_start:g_end]
-        out += _encode_varint((MODEL_GRAPH << 3) | LEN) + _encode_varint(len(new_graph)) + new_graph
-    return bytes(out)
+        new_graph += graph[f_start:f_end]
+    # every other field of the model (opsets, metadata, ...) as it was, the new graph in its place
+    return (model[:start] + _encode_varint((MODEL_GRAPH << 3) | LEN) + _encode_varint(len(new_graph))
+            + bytes(new_graph) + model[end:])

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +43,18 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 def make_session(model: str | Path | bytes, threads: int | None = None) -> ort.InferenceSession:
     """A session on CUDA if this build offers it and it really attaches, else on the CPU.
     ``model``: a file, or a serialized model (bytes)."""
-    path = model if isinstance(model, bytes) else str(model)
-    name = "<model bytes>" if isinstance(model, bytes) else path
+    source = model if isinstance(model, bytes) else str(model)
+    name = "<model bytes>" if isinstance(model, bytes) else source
     want_cuda = (os.environ.get("CONVSCOPE_PROVIDER", "auto").lower() != "cpu"
                  and CUDA in ort.get_available_providers())
     if want_cuda:
         try:
-            sess = ort.InferenceSession(path, session_options(threads), providers=[CUDA, CPU])
+            sess = ort.InferenceSession(source, session_options(threads), providers=[CUDA, CPU])
             if sess.get_providers()[0] == CUDA:
                 return sess
         except Exception as e:  # a broken CUDA install must not take the CPU path down with it
             log.warning("CUDA session for %s failed (%s); using the CPU", name, e)
-    return ort.InferenceSession(path, session_options(threads), providers=[CPU])
+    return ort.InferenceSession(source, session_options(threads), providers=[CPU])
 
 
 MAIN_VARIANT = "fp32"  # the card's main file; other variants (INT8, one view without TTA) are opt-in
@@ -68,9 +69,10 @@ def prediction_outputs(names: list[str]) -> list[str]:
     return [n for n in names if n in PREDICTION_OUTPUTS] or list(names)
 
 
-def prediction_session(data: bytes) -> ort.InferenceSession:
-    """A session on the prediction graph of a serialized model (its bytes already checked)."""
-    return make_session(keep_outputs(data, prediction_outputs(output_names(data))))
+def prediction_session(data: bytes, names: list[str] | None = None) -> ort.InferenceSession:
+    """A session on the prediction graph of a serialized model (its bytes already checked);
+    ``names``: its outputs, when the caller has read them already."""
+    return make_session(keep_outputs(data, prediction_outputs(names or output_names(data))))
 
 
 @dataclass
@@ -116,13 +118,18 @@ class ServedModel:
         built once on first use from the file's bytes checked against the card again (so a file
         changed since start-up is refused with CardError)."""
         prediction = self.session if variant == MAIN_VARIANT else self.variants[variant]
-        if self.models_dir is None or set(outputs) <= {o.name for o in prediction.get_outputs()}:
+        if self.models_dir is None or set(outputs) <= self._prediction_outputs:
             return prediction
         with self._lock:  # one build, even when the first requests arrive together
             if variant not in self._whole:
                 self._whole[variant] = make_session(
                     self.card.read_verified(self.models_dir, None if variant == MAIN_VARIANT else variant))
             return self._whole[variant]
+
+    @cached_property
+    def _prediction_outputs(self) -> frozenset[str]:
+        """What every variant's prediction graph computes: the card's outputs, as prediction_outputs keeps them."""
+        return frozenset(prediction_outputs([o["name"] for o in self.card.outputs]))
 
     def probs(self, images: np.ndarray, variant: str = MAIN_VARIANT) -> np.ndarray:
         return self.run(["probs"], images, variant)[0]
@@ -177,7 +184,7 @@ def load_registry(models_dir: str | Path = MODELS_DIR) -> Registry:
             want = {o["name"] for o in card.outputs}
             if not want <= set(got):
                 raise CardError(f"{card.file} lacks outputs {sorted(want - set(got))} named in its card")
-            sess = prediction_session(data)
+            sess = prediction_session(data, got)
             model = reg.models[card.name] = ServedModel(card, sess, models_dir=models_dir)
             log.info("loaded %s on %s", card.name, sess.get_providers()[0])
             for variant in card.shipped_variants():

@@ -12,15 +12,10 @@ from onnx import TensorProto, helper
 
 from convscope.cards import CardError
 from convscope.onnx_wire import keep_outputs, output_names
-from convscope.runtime import MODELS_DIR, load_registry, make_session
+from convscope.runtime import MODELS_DIR, load_registry, make_session, prediction_outputs
 from tests.conftest import CARDS
 
 FILES = sorted({f for c in CARDS for f in [c.file, *(c.variants[v]["file"] for v in c.shipped_variants())]})
-
-
-def _fetch(names: list[str]) -> list[str]:
-    """What the app fetches for a prediction: the probabilities, and the CAM where there is one."""
-    return [n for n in names if n in ("probs", "cam")] or names[:1]
 
 
 def _dead_nodes(model: onnx.ModelProto) -> list[str]:
@@ -33,7 +28,7 @@ def test_lean_graph_is_valid_has_no_dead_nodes_and_answers_exactly_as_the_whole_
     data = (MODELS_DIR / file).read_bytes()
     whole = onnx.load_from_string(data)
     assert output_names(data) == [o.name for o in whole.graph.output]
-    fetch = _fetch(output_names(data))
+    fetch = prediction_outputs(output_names(data))
     lean = onnx.load_from_string(keep_outputs(data, fetch))
     onnx.checker.check_model(lean)
     assert [o.name for o in lean.graph.output] == fetch
