@@ -30,6 +30,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stats(ms: list[float]) -> dict:
     a = np.asarray(ms)
     return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
@@ -66,11 +72,12 @@ class GradioHTTP:
     ``POST /gradio_api/call/<api_name>``, its result read from the event stream
     ``GET /gradio_api/call/<api_name>/<event_id>``. The same queue and functions as the UI. Each
     client keeps one session hash, as a browser tab does (a call without one opens a new session
-    on the server, ~50 ms of CPU: convscope.app.session_capacity).
+    on the server: ``python -m bench.sessions``).
 
-    Why not gradio_client for load: it spends about 200 ms of CPU per request here. Sixteen of its
-    clients in one process used both of this machine's cores for 9 requests/s while the server
-    used 0.45 of a core, so on a 2-core machine it measures itself, not the server. (The app's
+    Why not gradio_client for load: when this harness was built on it (up to commit 4d40333),
+    sixteen of its clients in one process used both of a 2-core machine's cores (2.05) for 9
+    requests/s while the server used 0.45 of a core (one-off /proc CPU readings): it measured
+    itself, not the server. run_load now reports both sides' CPU (``server_cores``, ``client_cores``). (The app's
     tests keep calling through gradio_client: that it works is part of the contract.)"""
 
     def __init__(self, url: str) -> None:
@@ -78,7 +85,7 @@ class GradioHTTP:
 
         import httpx
 
-        self.session_hash = uuid.uuid4().hex
+        self.session_hash: str | None = uuid.uuid4().hex  # None: each call a new session (bench.sessions)
         self.http = httpx.Client(base_url=url + "gradio_api/", timeout=60, limits=httpx.Limits(keepalive_expiry=2.0))
 
     def file(self, path: str) -> dict:
@@ -214,7 +221,8 @@ def run_load(url: str, clients: int, seconds: float, endpoints: list[str] | None
                 with lock:
                     errors.append(f"{name}: {type(e).__name__}: {e}"[:200])
 
-    t0 = time.perf_counter()
+    t0, client_cpu0 = time.perf_counter(), time.process_time()
+    server_cpu0 = cpu_s(server_pid) if server_pid else None
     rss_start = rss_mb(server_pid) if server_pid else None
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -228,6 +236,10 @@ def run_load(url: str, clients: int, seconds: float, endpoints: list[str] | None
     out = {"clients": clients, "seconds": wall, "errors": len(errors), "error_examples": errors[:5],
            "requests": sum(len(v) for v in lat.values()), "endpoints": {}}
     out["requests_per_s"] = out["requests"] / wall
+    # cores busy on each side: a load generator on the same machine must not be the bottleneck
+    out["client_cores"] = (time.process_time() - client_cpu0) / wall
+    if server_pid:
+        out["server_cores"] = (cpu_s(server_pid) - server_cpu0) / wall
     for n, v in lat.items():
         a = np.asarray(v) if v else np.array([np.nan])
         out["endpoints"][n] = {"n": len(v), "per_s": len(v) / wall, "p50_ms": float(np.percentile(a, 50)),
@@ -250,18 +262,20 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--warmup", type=float, default=60, help="seconds of load before memory growth is measured")
+    ap.add_argument("--endpoints", nargs="+", help="only these (e.g. predict_digit echo); default: all image ones")
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "load.json"))
     args = ap.parse_args()
     port = 7950 + os.getpid() % 40
     proc = start_app(port)
     try:
-        r = run_load(f"http://127.0.0.1:{port}/", args.clients, args.seconds, server_pid=proc.pid,
-                     warmup_s=args.warmup)
+        r = run_load(f"http://127.0.0.1:{port}/", args.clients, args.seconds, endpoints=args.endpoints,
+                     server_pid=proc.pid, warmup_s=args.warmup)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     print(f"{r['clients']} clients for {r['seconds']:.0f} s: {r['requests']} requests, "
-          f"{r['requests_per_s']:.1f}/s, {r['errors']} errors")
+          f"{r['requests_per_s']:.1f}/s, {r['errors']} errors; CPU cores busy: server {r['server_cores']:.2f}, "
+          f"clients {r['client_cores']:.2f}")
     for n, e in r["endpoints"].items():
         print(f"  /{n:<14} {e['per_s']:6.1f}/s   p50 {e['p50_ms']:6.0f} ms   p95 {e['p95_ms']:6.0f} ms   "
               f"p99 {e['p99_ms']:6.0f} ms")

@@ -43,7 +43,7 @@ MORE_ROUNDTRIPS = {"rest_cifar_resnet_int8": "rest_echo_photo", "rest_cifar_resn
 
 def http_stack() -> str:
     """The parser and event loop uvicorn picks ("auto"): the Gradio and REST rows depend on them
-    (httptools + uvloop gave Gradio 1.6x the request rate of h11 + asyncio here)."""
+    (httptools + uvloop gave Gradio about 1.15x the request rate of h11 + asyncio here: pyproject.toml)."""
     import importlib.util
 
     parser = "httptools" if importlib.util.find_spec("httptools") else "h11"

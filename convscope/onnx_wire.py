@@ -4,10 +4,10 @@ Why: ONNX Runtime's inference builds execute the *whole* graph whatever ``sessio
 (microsoft/onnxruntime#16483, #27615; ``RunOptions.only_execute_path_to_fetches`` works only in
 training builds, #16013). Our files carry every conv stage, the filters and the class-activation
 maps as extra outputs for the Feature maps tab, so a prediction that fetches ``probs`` alone
-would still pay for all of them (the class-activation map's Einsum alone is 0.5 ms of
-xray_pneumonia's 12, and the stage outputs keep INT8 graphs from staying in INT8 between
-stages). ORT does not remove a node whose outputs nothing reads either, so :func:`keep_outputs`
-drops those nodes too: a session built from its bytes computes what the call fetches and no more.
+would still pay for all of them (the stage outputs keep INT8 graphs from staying in INT8
+between stages: ``python -m bench.graphs`` measures what dropping them buys). ORT does not
+remove a node whose outputs nothing reads either, so :func:`keep_outputs` drops those nodes
+too: a session built from its bytes computes what the call fetches and no more.
 
 Why by hand: serving depends on onnxruntime, numpy, pillow and gradio, not on the ``onnx``
 package. The edit needs a few facts of the ONNX schema (onnx/onnx.proto): ``ModelProto.graph``

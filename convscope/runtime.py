@@ -84,7 +84,8 @@ class ServedModel:
     Why two graphs: ONNX Runtime runs every node of a graph whatever a call fetches
     (convscope.onnx_wire), so predictions on the whole graph would also copy out every stage
     and, in the INT8 files, dequantize them. Why the whole graph only on demand: each session
-    holds its own prepacked weights and buffers (all lean and whole sessions at once: +370 MB)."""
+    holds its own prepacked weights and buffers (every whole graph as well: 497 instead of 283 MB
+    in ``python -m bench.graphs``)."""
 
     card: ModelCard
     session: ort.InferenceSession  # the main file's prediction graph
