@@ -30,7 +30,8 @@ QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the FLOPs; element-wise ops stay f
 # instead of its raw pre-activation range, and the stem conv (which reads the image and whose error
 # every later layer inherits; <1% of the FLOPs) stays fp32. Measured on xray_pneumonia's validation
 # split (fp32 97.4%): "cnn" 75.6% (agreement with fp32 74%), +Clip 81.5%, +fp32 stem 96.0% (98%).
-# Calibration method (MinMax, percentile, entropy) and U8U8 / reduce_range changed little.
+# Calibration method (MinMax, percentile, entropy) and U8U8 / reduce_range changed little there; on
+# xray_covid3 the 7-bit weights cost most of the fidelity (python -m bench.int8_fidelity xray_covid3).
 PROFILES = {"cnn": {"ops": QUANTIZED_OPS, "fp32_stem": False},
             "mobile": {"ops": [*QUANTIZED_OPS, "Clip", "Relu"], "fp32_stem": True}}
 
@@ -58,23 +59,29 @@ class ImageBatches(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, profile: str = "cnn") -> dict:
-    """Write the INT8 (QDQ) version of ``fp32_path`` to ``out_path``; returns how it was made."""
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, profile: str = "cnn",
+                  fp32_convs: int | None = None, reduce_range: bool = True) -> dict:
+    """Write the INT8 (QDQ) version of ``fp32_path`` to ``out_path``; returns how it was made.
+    ``fp32_convs``: how many leading convs stay fp32 (default: the profile's); ``reduce_range=False``
+    (8-bit weights) is for measuring only (bench.int8_fidelity): such files saturate on CPUs without VNNI."""
     prof = PROFILES[profile]
+    n_fp32 = int(prof["fp32_stem"]) if fp32_convs is None else fp32_convs
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
-        keep = convs[:1] if prof["fp32_stem"] else []
+        keep = convs[:n_fp32]
         batch = 32 if calibration.shape[1] * calibration.shape[2] <= 64 * 64 else 8
         quantize_static(str(pre), str(out_path), ImageBatches(calibration, batch=batch), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=prof["ops"], nodes_to_exclude=keep, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
                         calibrate_method=CalibrationMethod.MinMax)
     model = onnx.load(str(out_path))
     model.ClearField("metadata_props")  # the card lives in the fp32 file; this one just points at it
-    return {"method": "onnxruntime quantize_static, QDQ, per-channel int8 weights in the 7-bit range "
-                      "(reduce_range: no VPMADDUBSW saturation on CPUs without VNNI), uint8 activations, MinMax",
+    weights = ("in the 7-bit range (reduce_range: no VPMADDUBSW saturation on CPUs without VNNI)" if reduce_range
+               else "in the full 8-bit range")
+    return {"method": f"onnxruntime quantize_static, QDQ, per-channel int8 weights {weights}, "
+                      "uint8 activations, MinMax",
             "profile": profile, "quantized_ops": prof["ops"], "fp32_nodes": keep,
             "calibration_images": len(calibration),
             "calibration_split": "training split (never test)", "max_drop_pp": MAX_DROP_PP,
