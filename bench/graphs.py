@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+from functools import partial
 
 import numpy as np
 
 from bench.load import rss_mb
+from bench.suite import timed
 from convscope.runtime import MAIN_VARIANT, load_registry
 
 
@@ -40,10 +41,8 @@ def main() -> None:
         whole.run(outs, feed)
         t = {"whole": [], "prediction": []}
         for _ in range(args.runs):
-            for k, s in (("whole", whole), ("prediction", prediction)):
-                t0 = time.perf_counter()
-                s.run(outs, feed)
-                t[k].append((time.perf_counter() - t0) * 1e3)
+            for k, s in (("whole", whole), ("prediction", prediction)):  # interleaved: the same machine load
+                t[k] += timed(partial(s.run, outs, feed), 1)
         w, p = np.median(t["whole"]), np.median(t["prediction"])
         rows.append(f"| `{file}` | {', '.join(outs)} | {w:.3f} ms | {p:.3f} ms | {w / p:.2f}× |")
     print("| file | outputs fetched | whole graph | prediction graph | ratio |\n|---|---|---:|---:|---:|",

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.suite import timed
 from convscope.metrics import predict_probs
 from convscope.runtime import MODELS_DIR, make_session, prediction_session
 from export.__main__ import calibration_images
@@ -39,12 +39,7 @@ def latency_ms(path: Path, x: np.ndarray, runs: int = 100) -> float:
     sess = prediction_session(path.read_bytes())
     feed = {sess.get_inputs()[0].name: x[:1]}
     sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+    return float(np.median(timed(lambda: sess.run(None, feed), runs)))
 
 
 def main() -> None:
