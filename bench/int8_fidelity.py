@@ -26,11 +26,13 @@ from export.quantize import PROFILES, quantize_int8
 from train.loop import load_data
 from train.recipes import RECIPES
 
-SETTINGS = {  # label -> quantize_int8 overrides
+SETTINGS = {  # label -> quantize_int8 overrides of the profile's defaults
     "as export (7-bit weights)": {},
     "7-bit, first 2 convs fp32": {"fp32_convs": 2},
     "7-bit, first 3 convs fp32": {"fp32_convs": 3},
     "8-bit weights (VNNI CPUs only)": {"reduce_range": False},
+    "8-bit weights, 7-bit activations": {"reduce_range": False, "activation_bits": 7},
+    "8-bit weights, 7-bit acts, 3 fp32": {"reduce_range": False, "activation_bits": 7, "fp32_convs": 3},
 }
 
 

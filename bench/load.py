@@ -144,20 +144,24 @@ def make_calls(tmp: Path, url: str) -> tuple[dict, dict]:
     calls = {
         "predict_digit": lambda c: c.predict(sketch(c, path), "mnist_cnn", api_name="/predict_digit"),
         "feature_maps": lambda c: c.predict("mnist_cnn", c.file(path), api_name="/feature_maps"),
-        "classify_image": lambda c: c.predict(c.file(str(photo)), "cifar_resnet", "fp32", api_name="/classify_image"),
-        "diagnose_xray": lambda c: c.predict(c.file(film_path), "xray_pneumonia", "fp32",
+        "classify_image": lambda c: c.predict(c.file(str(photo)), "cifar_resnet", "default",
+                                              api_name="/classify_image"),
+        "diagnose_xray": lambda c: c.predict(c.file(film_path), "xray_pneumonia", "default",
                                              api_name="/diagnose_xray"),
         "echo": echo(path),
         "echo_photo": echo(str(photo)),
         "echo_film": echo(film_path),
         "rest_predict_digit": rest("predict/mnist_cnn", seven),
         "rest_classify_image": rest("predict/cifar_resnet", cat),
-        # the other CIFAR-10 models and variants (the suite's round trips: what each one adds)
-        "rest_cifar_resnet_int8": rest("predict/cifar_resnet?variant=int8", cat),
+        # the other models and variants (the suite's round trips: what each one adds); without
+        # ?variant= a model answers with its default file (INT8 where it ships one)
+        "rest_cifar_resnet_fp32": rest("predict/cifar_resnet?variant=fp32", cat),
         "rest_cifar_resnet_single_view": rest("predict/cifar_resnet?variant=single_view", cat),
         "rest_cifar_inception": rest("predict/cifar_inception", cat),
         "rest_cifar_simple": rest("predict/cifar_simple", cat),
         "rest_diagnose_xray": rest("predict/xray_pneumonia", film_bytes),
+        "rest_xray_pneumonia_fp32": rest("predict/xray_pneumonia?variant=fp32", film_bytes),
+        "rest_xray_covid3": rest("predict/xray_covid3", film_bytes),
         "rest_echo": rest("echo", seven),
         "rest_echo_photo": rest("echo", cat),
         "rest_echo_film": rest("echo", film_bytes),

@@ -1,7 +1,7 @@
 """The REST API beside the UI, in the same server: plain HTTP + JSON for scripts and services.
 
     GET  /api/v1/models               every served model's card, plus the provider it runs on
-    POST /api/v1/predict/{model}      multipart field ``image`` [?variant=int8 | single_view]
+    POST /api/v1/predict/{model}      multipart field ``image`` [?variant=fp32 | int8 | single_view]
                                       -> {model, variant, label, probabilities, latency_ms}
     GET  /api/v1/docs                 OpenAPI docs (schema at /api/v1/openapi.json)
 
@@ -21,7 +21,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from convscope.preprocess import InputError, TooLarge, Unreadable, read_image
-from convscope.runtime import MAIN_VARIANT, Registry
+from convscope.runtime import DEFAULT_VARIANT, Registry
 
 API = "/api/v1"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # as the UI's max_file_size
@@ -31,6 +31,7 @@ ImageFile = Annotated[UploadFile, File(description="an image file (multipart fie
 class Prediction(BaseModel):
     model: str
     variant: str  # which file answered: "fp32" (the main file), or a shipped variant: "int8", "single_view"
+    # (with no ?variant=, the model's default: INT8 where it ships, convscope.runtime.DEFAULT_PRECISION)
     label: str  # the model's decision: for binary X-ray models, at the card's calibrated threshold
     probabilities: dict[str, float]  # every class, most probable first
     latency_ms: float  # decoding, preprocessing and inference on the server
@@ -79,9 +80,10 @@ def build_rest(registry: Registry) -> FastAPI:
                          415: {"description": "not a readable image"},
                          422: {"description": "an image the model cannot use, e.g. a blank canvas"}})
     def predict(model: str, image: ImageFile,
-                variant: Annotated[str, Query(description="fp32 (the main file), or a variant the card "
-                                              "ships: int8, single_view (no test-time augmentation)")]
-                = MAIN_VARIANT) -> Prediction:
+                variant: Annotated[str, Query(description="default (INT8 where the card ships it, else "
+                                              "fp32), fp32 (the main file), or a variant the card ships: "
+                                              "int8, single_view (no test-time augmentation)")]
+                = DEFAULT_VARIANT) -> Prediction:
         m = registry.models.get(model)
         if m is None:
             raise HTTPException(404, f"Unknown model {model!r}; known: {sorted(registry.models)}.")
@@ -101,7 +103,7 @@ def build_rest(registry: Registry) -> FastAPI:
         probs = m.probs(x[None], variant)[0]
         order = probs.argsort()[::-1]
         labels = m.card.labels
-        return Prediction(model=model, variant=variant, label=labels[m.decide(probs)],
+        return Prediction(model=model, variant=m.resolve(variant), label=labels[m.decide(probs)],
                           probabilities={labels[i]: float(probs[i]) for i in order},
                           latency_ms=(time.perf_counter() - t) * 1e3)
 

@@ -6,7 +6,8 @@ even on machines without a usable GPU, and then quietly falls back to the CPU.
 
 ``CONVSCOPE_PROVIDER=cpu`` forces the CPU; ``CONVSCOPE_ORT_THREADS`` sets intra-op threads
 (default 1: on a small shared machine one thread per request keeps concurrent users from
-fighting over cores, and measured fastest at batch 1 here).
+fighting over cores, and measured fastest at batch 1 here); ``CONVSCOPE_PRECISION=fp32`` serves
+the main (fp32) files by default instead of the INT8 ones (ServedModel.default_variant).
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ def make_session(model: str | Path | bytes, threads: int | None = None) -> ort.I
     return ort.InferenceSession(source, session_options(threads), providers=[CPU])
 
 
-MAIN_VARIANT = "fp32"  # the card's main file; other variants (INT8, one view without TTA) are opt-in
+MAIN_VARIANT = "fp32"  # the card's main file; the other variants: "int8", "single_view" (one view, no TTA)
+DEFAULT_VARIANT = "default"  # what a request that names no variant asks for: ServedModel.default_variant
+# Served by default where a card ships it. Export ships an INT8 file only within
+# export.quantize.MAX_DROP_PP of the fp32 file's test accuracy, and it runs 1.4-2.9x faster at
+# batch 1 (python -m bench.suite): the same answers, sooner. CONVSCOPE_PRECISION=fp32 opts out.
+DEFAULT_PRECISION = "int8"
 
 
 PREDICTION_OUTPUTS = ("probs", "cam")  # what the tabs and the REST API fetch for an answer
@@ -106,18 +112,32 @@ class ServedModel:
     def variant_names(self) -> list[str]:
         return [MAIN_VARIANT, *self.variants]
 
+    @property
+    def default_variant(self) -> str:
+        """The file a request gets when it names no variant: INT8 where the card ships one (or
+        whatever CONVSCOPE_PRECISION names, if shipped), else the main file."""
+        wanted = os.environ.get("CONVSCOPE_PRECISION", DEFAULT_PRECISION).strip().lower()
+        return wanted if wanted in self.variants else MAIN_VARIANT
+
+    def resolve(self, variant: str) -> str:
+        """``variant``, with "default" (or empty) replaced by the variant it stands for."""
+        return self.default_variant if variant in (DEFAULT_VARIANT, "") else variant
+
     def variant_error(self, variant: str) -> str | None:
         """Why ``variant`` cannot run on this model, in the words every API answers with; None if it can."""
-        return None if variant in self.variant_names else f"{self.name} ships {self.variant_names}, not {variant!r}."
+        if self.resolve(variant) in self.variant_names:
+            return None
+        return f"{self.name} ships {[DEFAULT_VARIANT, *self.variant_names]}, not {variant!r}."
 
     def run(self, outputs: list[str], images: np.ndarray, variant: str = MAIN_VARIANT) -> list[np.ndarray]:
-        """Run on uint8 NHWC ``images`` (a batch), fetching the named ``outputs``."""
+        """Run on uint8 NHWC ``images`` (a batch), fetching the named ``outputs``; ``variant`` may be "default"."""
         return self.session_for(outputs, variant).run(outputs, {self.card.input["name"]: images})
 
     def session_for(self, outputs: list[str], variant: str = MAIN_VARIANT) -> ort.InferenceSession:
         """The prediction graph's session when it has every output asked for, else the whole graph's,
         built once on first use from the file's bytes checked against the card again (so a file
         changed since start-up is refused with CardError)."""
+        variant = self.resolve(variant)
         prediction = self.session if variant == MAIN_VARIANT else self.variants[variant]
         if self.models_dir is None or set(outputs) <= self._prediction_outputs:
             return prediction

@@ -44,8 +44,15 @@ from train.datasets import (
 from train.recipes import RECIPES, saved_config
 
 REPO = Path(__file__).resolve().parent.parent
+# what checkpoints/<name>.pt keeps of a run's checkpoint: everything the card is built from, so that
+# `python -m export <name>` re-exports the shipped model with the same card (refit included)
 WEIGHT_KEYS = ("arch", "arch_kwargs", "recipe", "state_dict", "config", "history", "epoch",
-               "train_time_s", "machine", "val_confusion")
+               "train_time_s", "machine", "val_confusion", "refit")
+
+
+def weights_only(ckpt: dict, net: torch.nn.Module) -> dict:
+    """The checkpoint to keep beside a shipped model: ``net``'s weights as exported, plus WEIGHT_KEYS."""
+    return {k: ckpt[k] for k in WEIGHT_KEYS if k in ckpt} | {"state_dict": net.state_dict()}
 
 
 def resolve_checkpoint(target: str) -> Path:
@@ -320,8 +327,7 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         ckpt_dir = Path(args.checkpoints_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         # the weights as shipped: with the temperature fitted at export, so torch and ONNX agree
-        torch.save({k: ckpt[k] for k in WEIGHT_KEYS if k in ckpt} | {"state_dict": net.state_dict()},
-                   ckpt_dir / f"{recipe.name}.pt")
+        torch.save(weights_only(ckpt, net), ckpt_dir / f"{recipe.name}.pt")
     print(json.dumps({"model": f"{stem}.onnx", "accuracy": card.metrics["accuracy"],
                       "n": card.metrics["n"], "parity_max_abs_diff": parity["max_abs_diff"],
                       "params": card.params, "flops": card.flops,

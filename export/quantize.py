@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -59,11 +60,52 @@ class ImageBatches(CalibrationDataReader):
         return next(self.batches, None)
 
 
+def halve_activation_range(model: onnx.ModelProto) -> int:
+    """Requantize every uint8 activation from codes 0..255 to 0..127 over the same calibrated range
+    (scale x 255/127, zero point x 127/255), in place; returns how many tensors changed. With 7-bit
+    activations, full 8-bit weights cannot saturate VPMADDUBSW either (2 * 127 * 128 < 32767), as
+    long as a value stays within its calibrated range (QuantizeLinear itself clamps only at 255).
+    Int32 biases are requantized too: ONNX Runtime's fused kernels read them as codes of
+    input scale x weight scale, whatever scale their own DequantizeLinear names."""
+    inits = {i.name: i for i in model.graph.initializer}
+    arr = {name: numpy_helper.to_array(i) for name, i in inits.items()}
+
+    def put(name: str, value: np.ndarray) -> None:
+        inits[name].CopyFrom(numpy_helper.from_array(value, name))
+        arr[name] = value
+
+    done: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3 or node.input[2] in done:
+            continue
+        scale, zp = node.input[1], node.input[2]
+        if arr[zp].dtype != np.uint8:
+            continue
+        put(scale, (arr[scale] * np.float32(255 / 127)).astype(arr[scale].dtype))
+        put(zp, np.round(arr[zp].astype(np.float64) * 127 / 255).astype(np.uint8))
+        done.add(zp)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
+            continue
+        x_dq, w_dq, b_dq = (producer.get(t) for t in node.input[:3])
+        if not all(d is not None and d.op_type == "DequantizeLinear" for d in (x_dq, w_dq, b_dq)):
+            continue
+        codes, old = arr[b_dq.input[0]], arr[b_dq.input[1]]
+        if codes.dtype != np.int32:
+            continue
+        new = (arr[x_dq.input[1]] * arr[w_dq.input[1]]).astype(old.dtype)
+        put(b_dq.input[0], np.round(codes.astype(np.float64) * old / new).astype(np.int32))
+        put(b_dq.input[1], new)
+    return len(done)
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, profile: str = "cnn",
-                  fp32_convs: int | None = None, reduce_range: bool = True) -> dict:
+                  fp32_convs: int | None = None, reduce_range: bool = True, activation_bits: int = 8) -> dict:
     """Write the INT8 (QDQ) version of ``fp32_path`` to ``out_path``; returns how it was made.
     ``fp32_convs``: how many leading convs stay fp32 (default: the profile's); ``reduce_range=False``
-    (8-bit weights) is for measuring only (bench.int8_fidelity): such files saturate on CPUs without VNNI."""
+    (8-bit weights) is for measuring only (bench.int8_fidelity): such files saturate on CPUs without VNNI,
+    unless ``activation_bits=7`` (halve_activation_range)."""
     prof = PROFILES[profile]
     n_fp32 = int(prof["fp32_stem"]) if fp32_convs is None else fp32_convs
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,11 +119,16 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, prof
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
                         calibrate_method=CalibrationMethod.MinMax)
     model = onnx.load(str(out_path))
+    if activation_bits == 7:
+        halve_activation_range(model)
+        onnx.save(model, str(out_path))
+    elif activation_bits != 8:
+        raise ValueError(f"activation_bits is 8 or 7, not {activation_bits}")
     model.ClearField("metadata_props")  # the card lives in the fp32 file; this one just points at it
     weights = ("in the 7-bit range (reduce_range: no VPMADDUBSW saturation on CPUs without VNNI)" if reduce_range
                else "in the full 8-bit range")
-    return {"method": f"onnxruntime quantize_static, QDQ, per-channel int8 weights {weights}, "
-                      "uint8 activations, MinMax",
+    acts = "uint8 activations" if activation_bits == 8 else "uint8 activations in 7 bits (codes 0..127)"
+    return {"method": f"onnxruntime quantize_static, QDQ, per-channel int8 weights {weights}, {acts}, MinMax",
             "profile": profile, "quantized_ops": prof["ops"], "fp32_nodes": keep,
             "calibration_images": len(calibration),
             "calibration_split": "training split (never test)", "max_drop_pp": MAX_DROP_PP,

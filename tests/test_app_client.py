@@ -147,7 +147,7 @@ def test_classify_image_at_32px_equals_the_onnx_model(client, tmp_path, cifar_te
         assert out["confidences"][0]["confidence"] == pytest.approx(float(p.max()), abs=1e-5)
 
 
-def test_variant_radio_offers_fp32_first_then_every_shipped_variant_by_its_card_label():
+def test_variant_radio_offers_fp32_first_then_every_shipped_variant_by_its_card_label_set_to_the_default():
     import gradio as gr
 
     from convscope.runtime import load_registry
@@ -155,9 +155,10 @@ def test_variant_radio_offers_fp32_first_then_every_shipped_variant_by_its_card_
 
     models = load_registry().for_tab("cifar10")
     with gr.Blocks():
-        radio = variant_radio(models, "test-variant")
+        radio = variant_radio(models, "test-variant", models[0])
     values = [v for _, v in radio.choices]
     assert values[0] == "fp32" and set(values) == {v for m in models for v in m.variant_names}
+    assert radio.value == models[0].default_variant == "int8"  # set to the shown model's default
     for label, v in radio.choices[1:]:
         assert label == next(m.card.variant_label(v) for m in models if v in m.variants)
     assert radio.visible

@@ -37,3 +37,27 @@ def test_quantize_keeps_the_leading_convs_fp32_and_the_weights_in_range(tmp_path
     # 7-bit codes (|w| <= 64) cannot saturate VPMADDUBSW's 16-bit pair sums; full range reaches 127
     assert (largest <= 64) if reduce_range else (largest == 127)
     assert ("7-bit" in info["method"]) == reduce_range
+
+
+def test_seven_bit_activations_keep_every_code_below_128_and_the_answers(tmp_path):
+    """halve_activation_range: activation zero points in 0..127, and the file still computes what the
+    fp32 one does (its int32 biases follow the new input scales; without that, answers drift)."""
+    from convscope.runtime import make_session
+
+    x = np.random.default_rng(1).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+    out = tmp_path / "q7.onnx"
+    info = quantize_int8(MODELS_DIR / "cifar_simple.onnx", out, x, "cnn", reduce_range=False, activation_bits=7)
+    inits = {i.name: numpy_helper.to_array(i) for i in info["model"].graph.initializer}
+    zps = [inits[n.input[2]] for n in info["model"].graph.node if n.op_type == "QuantizeLinear"]
+    assert zps and all(z.dtype == np.uint8 and int(z.max()) <= 127 for z in zps)
+    producer = {o: n for n in info["model"].graph.node for o in n.output}
+    for conv in (n for n in info["model"].graph.node if n.op_type == "Conv"):
+        x_dq, w_dq, b_dq = (producer[t] for t in conv.input[:3])  # every conv here has a quantized bias
+        # ONNX Runtime's fused kernels read the int32 bias as codes of input scale x weight scale
+        np.testing.assert_allclose(inits[b_dq.input[1]], inits[x_dq.input[1]] * inits[w_dq.input[1]], rtol=1e-6)
+    assert "7 bits" in info["method"]
+    p32 = make_session(MODELS_DIR / "cifar_simple.onnx").run(["probs"], {"image": x})[0]
+    p7 = make_session(out).run(["probs"], {"image": x})[0]
+    assert np.abs(p7 - p32).mean() < 0.02 and (p7.argmax(1) == p32.argmax(1)).mean() >= 0.9
+    with pytest.raises(ValueError, match="activation_bits"):
+        quantize_int8(MODELS_DIR / "cifar_simple.onnx", tmp_path / "q6.onnx", x, "cnn", activation_bits=6)

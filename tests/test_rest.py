@@ -39,14 +39,14 @@ def test_predict_contract(http, client, model):
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"model", "variant", "label", "probabilities", "latency_ms"} and body["model"] == model
-    assert body["variant"] == "fp32"
+    assert body["variant"] == ("int8" if "int8" in card.shipped_variants() else "fp32")  # the default file
     probs = list(body["probabilities"].values())
     assert list(body["probabilities"]) == sorted(body["probabilities"], key=body["probabilities"].get, reverse=True)
     assert set(body["probabilities"]) == set(card.labels)
     assert sum(probs) == pytest.approx(1, abs=1e-4) and body["latency_ms"] > 0
     if card.tab == "xray":  # the label is the decision at the card's threshold, as in the tab
-        ui = client.predict(handle_file(str(path)), model, "fp32", api_name="/diagnose_xray")
-        assert ui["decision"] == body["label"]
+        ui = client.predict(handle_file(str(path)), model, "default", api_name="/diagnose_xray")
+        assert ui["decision"] == body["label"] and ui["variant"] == body["variant"]
         for k, v in ui["probabilities"].items():
             assert v == pytest.approx(body["probabilities"][k], abs=1e-6)
         return
@@ -119,10 +119,22 @@ def test_models_report_their_real_provider(http):
 
 @pytest.mark.parametrize("card", [c for c in CARDS if c.shipped_variants()], ids=lambda c: c.name)
 def test_every_shipped_variant_answers_and_an_unknown_one_is_refused(http, card):
-    fp32 = http.post(f"predict/{card.name}", files={"image": ("c.jpg", CAT.read_bytes())}).json()
+    def ask(**params: str) -> dict:
+        r = http.post(f"predict/{card.name}", params=params, files={"image": ("c.jpg", CAT.read_bytes())})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    fp32 = ask(variant="fp32")
+    assert fp32["variant"] == "fp32"
+    answers = {}
     for variant in card.shipped_variants():
-        r = http.post(f"predict/{card.name}", params={"variant": variant}, files={"image": ("c.jpg", CAT.read_bytes())})
-        assert r.status_code == 200 and r.json()["variant"] == variant
-        assert r.json()["probabilities"] != fp32["probabilities"]  # another file answered
+        answers[variant] = ask(variant=variant)
+        assert answers[variant]["variant"] == variant
+        assert answers[variant]["probabilities"] != fp32["probabilities"]  # another file answered
+    # no ?variant= (or "default"): the INT8 file where the card ships one
+    default = "int8" if "int8" in answers else "fp32"
+    for body in (ask(), ask(variant="default")):
+        assert body["variant"] == default
+        assert body["probabilities"] == pytest.approx(answers.get(default, fp32)["probabilities"], abs=1e-6)
     r = http.post(f"predict/{card.name}", params={"variant": "fp4"}, files={"image": ("c.jpg", CAT.read_bytes())})
     assert r.status_code == 400 and "fp4" in r.json()["detail"]

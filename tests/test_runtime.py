@@ -26,6 +26,21 @@ def test_all_shipped_models_load_on_cpu():
     assert all(m.provider == CPU for m in reg.models.values())  # onnxruntime (CPU build) in CI
 
 
+def test_int8_is_the_default_where_shipped_and_the_environment_can_opt_out(monkeypatch):
+    reg = load_registry()
+    for card in CARDS:
+        m = reg.models[card.name]
+        want = "int8" if "int8" in card.shipped_variants() else "fp32"
+        assert m.default_variant == want and m.resolve("default") == want and m.resolve("") == want
+        assert m.resolve("fp32") == "fp32" and m.variant_error("default") is None
+        assert "'default'" in m.variant_error("fp16") and "'fp16'" in m.variant_error("fp16")
+    assert any(m.default_variant == "int8" for m in reg.models.values())
+    monkeypatch.setenv("CONVSCOPE_PRECISION", "FP32")
+    assert all(m.default_variant == "fp32" for m in reg.models.values())
+    monkeypatch.setenv("CONVSCOPE_PRECISION", "fp16")  # not shipped by any card: the main file
+    assert all(m.default_variant == "fp32" for m in reg.models.values())
+
+
 def test_tampered_file_disables_only_its_model(models_copy):
     victim = models_copy / "mnist_lenet5.onnx"
     data = bytearray(victim.read_bytes())
@@ -45,6 +60,7 @@ def test_tampered_int8_file_disables_only_that_variant(models_copy, card):
     reg = load_registry(models_copy)
     others = [v for v in card.shipped_variants() if v != "int8"]
     assert reg.models[card.name].variant_names == ["fp32", *others]  # the fp32 file (and any other variant) serves
+    assert reg.models[card.name].default_variant == "fp32"  # and is what a request without a variant gets
     assert "does not match its card" in reg.broken[f"{card.name}.int8"]
     assert f"{card.name}.int8" in reg.broken_for_tab((card.name,))
 

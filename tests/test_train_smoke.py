@@ -46,6 +46,12 @@ def test_smoke_train_resume_export_serve(recipe, tmp_path):
         return
     assert card.parity["probs_max_abs_diff"] <= 1e-4 and card.parity["max_scaled_diff"] <= 1e-3
     assert bool(card.training["refit"]) == bool(RECIPES[recipe].config.refit_decay)
+    if RECIPES[recipe].config.refit_decay:  # re-exporting the kept weights-only checkpoint gives the same card
+        ckpt = torch.load(kept, weights_only=False)
+        torch.save(export_cli.weights_only(ckpt, nets.from_checkpoint(ckpt)), tmp_path / f"{recipe}.pt")
+        again = export_cli.main([str(tmp_path / f"{recipe}.pt"), "--smoke", "--models-dir", str(tmp_path / "again"),
+                                 "--checkpoints-dir", str(tmp_path / "ckpt")])
+        assert again.training == card.training
     reg = load_registry(models)
     assert list(reg.models) == [recipe] and not reg.broken
     assert not (tmp_path / "ckpt").exists()  # smoke exports never touch the shipped checkpoints

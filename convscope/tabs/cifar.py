@@ -21,7 +21,7 @@ from PIL import Image
 from convscope import visualize as viz
 from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, cifar_photo
-from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
+from convscope.runtime import DEFAULT_VARIANT, MAIN_VARIANT, Registry, ServedModel
 from convscope.tabs.common import SafeImage, tab_models, top_k, variant_for, variant_radio
 
 TAB = "cifar10"
@@ -62,9 +62,9 @@ def variant_note(models: list[ServedModel]) -> str:
                          f"{m.card.metrics['accuracy']:.2%} ({-v['accuracy_drop_pp']:+.2f} points), "
                          f"{fp32_ms:.1f} → {v['latency']['median_ms']:.1f} ms{status}")
     return ("**Variants**, measured on the test set against each model's FP32 file: **INT8** (static "
-            "quantization, calibrated on training images) and **one view**: a model whose file averages "
-            "6 test-time-augmented views (the photo, its mirror image, 1-pixel shifts) run on the photo "
-            "alone, for a sixth of the work:\n"
+            "quantization, calibrated on training images; served by default where it ships) and "
+            "**one view**: a model whose file averages 6 test-time-augmented views (the photo, its mirror "
+            "image, 1-pixel shifts) run on the photo alone, for a sixth of the work:\n"
             + "\n".join(lines)) if lines else ""
 
 
@@ -111,7 +111,7 @@ def build(registry: Registry) -> None:
             photo = SafeImage(label="Your photo", elem_id="cifar-photo", type="pil", image_mode=None,
                               sources=["upload", "webcam", "clipboard"], height=320)
             model_dd = gr.Dropdown(choices, value=default, label="Model", elem_id="cifar-model")
-            variant = variant_radio(models, "cifar-variant")
+            variant = variant_radio(models, "cifar-variant", by_name[default])
             note = variant_note(models)
             if note:
                 gr.Markdown(note)
@@ -121,7 +121,7 @@ def build(registry: Registry) -> None:
             label = gr.Label(num_top_classes=3, label="Top 3", elem_id="cifar-label")
             status = gr.Markdown(EMPTY_MESSAGE, elem_id="cifar-status")
 
-    def run(value: Any, name: str, wanted: str = MAIN_VARIANT) -> list:
+    def run(value: Any, name: str, wanted: str = DEFAULT_VARIANT) -> list:
         try:
             image32 = cifar_photo(value)
         except EmptyInput:
@@ -129,7 +129,7 @@ def build(registry: Registry) -> None:
         except InputError as e:
             return [None, None, f"⚠️ {e}"]
         m = by_name.get(name) or by_name[default]
-        chosen, fallback = variant_for(m, wanted or MAIN_VARIANT)
+        chosen, fallback = variant_for(m, wanted or DEFAULT_VARIANT)
         probs, ms = classify(m, image32, chosen)
         return [viz.served(viz.upscale(image32, PREVIEW_SIDE)), top_k(probs, m.card.labels),
                 verdict(m, probs, ms, chosen) + fallback]
@@ -162,13 +162,13 @@ def build(registry: Registry) -> None:
             gr.Markdown("\n\n".join(analyses))
 
     def classify_image(image: Image.Image | None, model: str = default,
-                       variant: str = MAIN_VARIANT) -> dict[str, float]:
+                       variant: str = DEFAULT_VARIANT) -> dict[str, float]:
         """Top-3 CIFAR-10 class probabilities for a photo (any size; centred square, 32x32).
 
-        ``variant``: "fp32" (the main file), or one the model ships: "int8", "single_view" (no
-        test-time augmentation). Raises a clear error for a missing, unreadable, too small or too
-        large image, an unknown model or variant. Below the card's calibration.reject_below the
-        photo may show none of the classes.
+        ``variant``: "default" (INT8 where the model ships it, else FP32), "fp32" (the main file),
+        or one the model ships: "int8", "single_view" (no test-time augmentation). Raises a clear
+        error for a missing, unreadable, too small or too large image, an unknown model or variant.
+        Below the card's calibration.reject_below the photo may show none of the classes.
         """
         if model not in by_name:
             raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(by_name)}.")
@@ -184,7 +184,7 @@ def build(registry: Registry) -> None:
 
     api_image = SafeImage(visible=False, type="pil", image_mode=None, label="image")  # mode kept for preprocess
     api_model = gr.Dropdown(sorted(by_name), value=default, visible=False, label="model")
-    api_variant = gr.Textbox(MAIN_VARIANT, visible=False, label="variant")
+    api_variant = gr.Textbox(DEFAULT_VARIANT, visible=False, label="variant")
     api_out = gr.Label(num_top_classes=3, visible=False)
     gr.Button(visible=False).click(classify_image, [api_image, api_model, api_variant], api_out,
                                    api_name="classify_image")

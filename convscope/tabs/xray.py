@@ -24,7 +24,7 @@ from convscope import visualize as viz
 from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, read_image, xray_warnings
 from convscope.rest import MAX_UPLOAD_BYTES
-from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
+from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
 from convscope.tabs.common import tab_models, variant_for, variant_radio
 
 TAB = "xray"
@@ -52,7 +52,7 @@ def read_upload(path: str | None) -> Any:
     return read_image(p.read_bytes())
 
 
-def diagnose(model: ServedModel, image: Any, variant: str = MAIN_VARIANT) -> dict:
+def diagnose(model: ServedModel, image: Any, variant: str = DEFAULT_VARIANT) -> dict:
     """Everything the tab shows for one film: input, calibrated probs, decision, CAM, warnings."""
     warnings = xray_warnings(image)
     x = model.prepare(image)
@@ -172,7 +172,7 @@ def build(registry: Registry) -> None:
             upload = gr.File(label="Chest X-ray (PNG, JPEG, 16-bit PNG, DICOM)", type="filepath",
                              elem_id="xray-file", height=120)
             model_radio = gr.Radio(choices, value=default, label="Model", elem_id="xray-model")
-            variant = variant_radio(models, "xray-variant")
+            variant = variant_radio(models, "xray-variant", by_name[default])
             opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity",
                                 elem_id="xray-opacity")
             warnings_md = gr.Markdown(elem_id="xray-warnings", elem_classes=["cs-notice"], visible=False)
@@ -191,7 +191,7 @@ def build(registry: Registry) -> None:
 
     def run(path: str | None, name: str, wanted: str, alpha: float) -> list:
         m = by_name.get(name) or by_name[default]
-        chosen, _ = variant_for(m, wanted or MAIN_VARIANT)  # the radio lists every model's variants
+        chosen, _ = variant_for(m, wanted or DEFAULT_VARIANT)  # the radio lists every model's variants
         try:
             d = diagnose(m, read_upload(path), chosen)
         except EmptyInput:
@@ -199,7 +199,11 @@ def build(registry: Registry) -> None:
         except InputError as e:
             return [None, None, f"⚠️ {e}", gr.update(visible=False), None]
         probs = {lab: float(p) for lab, p in zip(m.card.labels, d["probs"], strict=True)}
-        text = decision_text(m, d["probs"], d["decision"]) + f"\n\n*{d['ms']:.0f} ms, {m.card.variant_label(chosen)}*"
+        text = decision_text(m, d["probs"], d["decision"]) + f"\n\n*{d['ms']:.0f} ms, {m.card.variant_label(chosen)}"
+        if v := m.card.variants.get(chosen):  # the rates above are the main file's; say what this one scored
+            text += (f": {v['accuracy']:.2%} test accuracy against the FP32 file's {m.card.metrics['accuracy']:.2%}, "
+                     "whose figures the text above quotes")
+        text += "*"
         warn = "\n".join(f"⚠️ {w}" for w in d["warnings"])
         if warn:
             warn = ("**This may not be a frontal chest X-ray** — the answer below is meaningless for "
@@ -216,7 +220,7 @@ def build(registry: Registry) -> None:
     model_radio.change(lambda n: [card_summary(by_name[n]), _figures(registry.models_dir, by_name[n])],
                        model_radio, [summary, figures], api_visibility="private")
 
-    def diagnose_xray(file: str | None, model: str = default, variant: str = MAIN_VARIANT) -> dict:
+    def diagnose_xray(file: str | None, model: str = default, variant: str = DEFAULT_VARIANT) -> dict:
         """Calibrated normal / pneumonia (/ COVID-19) probabilities for a chest X-ray file (PNG, JPEG,
         16-bit PNG or DICOM), the decision at the model's operating threshold, and warnings when the
         image does not look like a frontal chest film. Research demonstration, not for clinical use.
@@ -231,7 +235,7 @@ def build(registry: Registry) -> None:
         except InputError as e:
             raise gr.Error(str(e)) from None
         cal = m.card.calibration
-        return {"model": model, "variant": variant, "decision": m.card.labels[d["decision"]],
+        return {"model": model, "variant": m.resolve(variant), "decision": m.card.labels[d["decision"]],
                 "probabilities": {lab: float(p) for lab, p in zip(m.card.labels, d["probs"], strict=True)},
                 "threshold": cal.get("threshold"), "operating_point_test": cal["operating_point"]["test"],
                 "warnings": d["warnings"], "not_for_clinical_use": True,
@@ -239,7 +243,7 @@ def build(registry: Registry) -> None:
 
     api_file = gr.File(visible=False, type="filepath", label="file")
     api_model = gr.Dropdown(sorted(by_name), value=default, visible=False, label="model")
-    api_variant = gr.Textbox(MAIN_VARIANT, visible=False, label="variant")
+    api_variant = gr.Textbox(DEFAULT_VARIANT, visible=False, label="variant")
     api_out = gr.JSON(visible=False)
     gr.Button(visible=False).click(diagnose_xray, [api_file, api_model, api_variant], api_out,
                                    api_name="diagnose_xray")
