@@ -131,6 +131,12 @@ class ModelCard:
         """Variants besides the main file that ship a file (INT8: only within its accuracy bound)."""
         return [k for k, v in self.variants.items() if v.get("shipped") and v.get("file")]
 
+    def int8_is_faster(self) -> bool:
+        """Whether the card's INT8 file ran faster than its main file at batch 1 (export times both in
+        one run on one machine)."""
+        int8 = self.variants.get("int8") or {}
+        return bool(int8.get("shipped")) and int8["latency"]["median_ms"] < self.artifacts["latency"]["median_ms"]
+
     def variant_label(self, variant: str) -> str:
         """The UI's name for the main file ("fp32") or a variant: its card's ``label``, else the key."""
         return self.variants.get(variant, {}).get("label") or variant.upper()

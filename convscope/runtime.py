@@ -7,7 +7,8 @@ even on machines without a usable GPU, and then quietly falls back to the CPU.
 ``CONVSCOPE_PROVIDER=cpu`` forces the CPU; ``CONVSCOPE_ORT_THREADS`` sets intra-op threads
 (default 1: on a small shared machine one thread per request keeps concurrent users from
 fighting over cores, and measured fastest at batch 1 here); ``CONVSCOPE_PRECISION=fp32`` serves
-the main (fp32) files by default instead of the INT8 ones (ServedModel.default_variant).
+the main (fp32) files by default, ``=int8`` the INT8 ones wherever they ship (default ``auto``:
+INT8 where it ships and its card records it as faster; ServedModel.default_variant).
 """
 
 from __future__ import annotations
@@ -60,10 +61,13 @@ def make_session(model: str | Path | bytes, threads: int | None = None) -> ort.I
 
 MAIN_VARIANT = "fp32"  # the card's main file; the other variants: "int8", "single_view" (one view, no TTA)
 DEFAULT_VARIANT = "default"  # what a request that names no variant asks for: ServedModel.default_variant
-# Served by default where a card ships it. Export ships an INT8 file only within
-# export.quantize.MAX_DROP_PP of the fp32 file's test accuracy, and it runs 1.4-2.9x faster at
-# batch 1 (python -m bench.suite): the same answers, sooner. CONVSCOPE_PRECISION=fp32 opts out.
-DEFAULT_PRECISION = "int8"
+# CONVSCOPE_PRECISION: "auto" (the default) serves a model's INT8 file where its card ships one and
+# records it as faster than the FP32 file (export times both on one machine, in one run); "int8":
+# wherever one ships; "fp32": the main files. Export ships an INT8 file only within
+# export.quantize.MAX_DROP_PP of the FP32 file's test accuracy, so "auto" gives the same answers
+# sooner. Not "int8": cifar_inception's INT8 file took twice as long as its FP32 file on the machine
+# that exported it (its card), and the same time on a VNNI Xeon (python -m bench.suite).
+DEFAULT_PRECISION = "auto"
 
 
 PREDICTION_OUTPUTS = ("probs", "cam")  # what the tabs and the REST API fetch for an answer
@@ -114,9 +118,10 @@ class ServedModel:
 
     @property
     def default_variant(self) -> str:
-        """The file a request gets when it names no variant: INT8 where the card ships one (or
-        whatever CONVSCOPE_PRECISION names, if shipped), else the main file."""
+        """The file a request gets when it names no variant (CONVSCOPE_PRECISION, see DEFAULT_PRECISION)."""
         wanted = os.environ.get("CONVSCOPE_PRECISION", DEFAULT_PRECISION).strip().lower()
+        if wanted == "auto":
+            return "int8" if "int8" in self.variants and self.card.int8_is_faster() else MAIN_VARIANT
         return wanted if wanted in self.variants else MAIN_VARIANT
 
     def resolve(self, variant: str) -> str:

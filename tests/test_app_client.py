@@ -158,7 +158,9 @@ def test_variant_radio_offers_fp32_first_then_every_shipped_variant_by_its_card_
         radio = variant_radio(models, "test-variant", models[0])
     values = [v for _, v in radio.choices]
     assert values[0] == "fp32" and set(values) == {v for m in models for v in m.variant_names}
-    assert radio.value == models[0].default_variant == "int8"  # set to the shown model's default
+    for shown in models:  # set to the shown model's default file
+        with gr.Blocks():
+            assert variant_radio(models, "test-variant", shown).value == shown.default_variant
     for label, v in radio.choices[1:]:
         assert label == next(m.card.variant_label(v) for m in models if v in m.variants)
     assert radio.visible

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -26,19 +27,31 @@ def test_all_shipped_models_load_on_cpu():
     assert all(m.provider == CPU for m in reg.models.values())  # onnxruntime (CPU build) in CI
 
 
-def test_int8_is_the_default_where_shipped_and_the_environment_can_opt_out(monkeypatch):
+def test_int8_is_the_default_where_shipped_and_faster_and_the_environment_can_change_that(monkeypatch):
     reg = load_registry()
     for card in CARDS:
         m = reg.models[card.name]
-        want = "int8" if "int8" in card.shipped_variants() else "fp32"
+        want = "int8" if card.int8_is_faster() else "fp32"
         assert m.default_variant == want and m.resolve("default") == want and m.resolve("") == want
         assert m.resolve("fp32") == "fp32" and m.variant_error("default") is None
         assert "'default'" in m.variant_error("fp16") and "'fp16'" in m.variant_error("fp16")
     assert any(m.default_variant == "int8" for m in reg.models.values())
+    monkeypatch.setenv("CONVSCOPE_PRECISION", "int8")  # wherever shipped, faster or not
+    assert all(m.default_variant == ("int8" if "int8" in m.variants else "fp32") for m in reg.models.values())
     monkeypatch.setenv("CONVSCOPE_PRECISION", "FP32")
     assert all(m.default_variant == "fp32" for m in reg.models.values())
     monkeypatch.setenv("CONVSCOPE_PRECISION", "fp16")  # not shipped by any card: the main file
     assert all(m.default_variant == "fp32" for m in reg.models.values())
+
+
+def test_int8_is_faster_compares_the_two_latencies_export_measured():
+    card = next(c for c in CARDS if "int8" in c.shipped_variants())
+    fast, slow = copy.deepcopy(card), copy.deepcopy(card)
+    fast.variants["int8"]["latency"]["median_ms"] = fast.artifacts["latency"]["median_ms"] / 2
+    slow.variants["int8"]["latency"]["median_ms"] = slow.artifacts["latency"]["median_ms"] * 2
+    assert fast.int8_is_faster() and not slow.int8_is_faster()
+    fast.variants["int8"]["shipped"] = False
+    assert not fast.int8_is_faster()
 
 
 def test_tampered_file_disables_only_its_model(models_copy):

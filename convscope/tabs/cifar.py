@@ -62,7 +62,7 @@ def variant_note(models: list[ServedModel]) -> str:
                          f"{m.card.metrics['accuracy']:.2%} ({-v['accuracy_drop_pp']:+.2f} points), "
                          f"{fp32_ms:.1f} → {v['latency']['median_ms']:.1f} ms{status}")
     return ("**Variants**, measured on the test set against each model's FP32 file: **INT8** (static "
-            "quantization, calibrated on training images; served by default where it ships) and "
+            "quantization, calibrated on training images; the default where it ships and ran faster) and "
             "**one view**: a model whose file averages 6 test-time-augmented views (the photo, its mirror "
             "image, 1-pixel shifts) run on the photo alone, for a sixth of the work:\n"
             + "\n".join(lines)) if lines else ""

@@ -88,11 +88,11 @@ def variant_for(model: ServedModel, wanted: str) -> tuple[str, str]:
 
 def variant_radio(models: list[ServedModel], elem_id: str, selected: ServedModel) -> gr.Radio:
     """One radio for every model of a tab: FP32 (the main file) first, then each variant a card
-    ships, named by its card; set to the ``selected`` model's default (INT8 where it ships); hidden
+    ships, named by its card; set to the ``selected`` model's default (ServedModel.default_variant); hidden
     when there is nothing to choose."""
     names = {v: m.card.variant_label(v) for m in reversed(models) for v in m.variant_names}
     order = sorted(names, key=lambda v: (v != MAIN_VARIANT, v))
     return gr.Radio([(names[v], v) for v in order], value=selected.default_variant, label="Precision / variant",
                     elem_id=elem_id, visible=len(order) > 1,
-                    info="INT8 is the default where a model ships it: export ships one only if its test "
-                         "accuracy is within a few tenths of a point of FP32's, and it runs faster")
+                    info="INT8 is the default where a model ships it and it ran faster: export ships one "
+                         "only if its test accuracy is within a few tenths of a point of FP32's")
