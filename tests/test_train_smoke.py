@@ -46,7 +46,8 @@ def test_smoke_train_resume_export_serve(recipe, tmp_path):
         return
     assert card.parity["probs_max_abs_diff"] <= 1e-4 and card.parity["max_scaled_diff"] <= 1e-3
     assert bool(card.training["refit"]) == bool(RECIPES[recipe].config.refit_decay)
-    if RECIPES[recipe].config.refit_decay:  # re-exporting the kept weights-only checkpoint gives the same card
+    if recipe == "xray_pneumonia":  # (one refit recipe: the path is the same for all, and costs an export)
+        # re-exporting the kept weights-only checkpoint gives the same card, refit included
         ckpt = torch.load(kept, weights_only=False)
         torch.save(export_cli.weights_only(ckpt, nets.from_checkpoint(ckpt)), tmp_path / f"{recipe}.pt")
         again = export_cli.main([str(tmp_path / f"{recipe}.pt"), "--smoke", "--models-dir", str(tmp_path / "again"),
