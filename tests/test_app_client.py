@@ -164,3 +164,17 @@ def test_variant_radio_offers_fp32_first_then_every_shipped_variant_by_its_card_
     for label, v in radio.choices[1:]:
         assert label == next(m.card.variant_label(v) for m in models if v in m.variants)
     assert radio.visible
+
+
+def test_variant_for_runs_the_wanted_file_or_the_models_default_and_says_so():
+    from convscope.runtime import load_registry
+    from convscope.tabs.common import variant_for
+
+    models = {m.name: m for m in load_registry().models.values()}
+    resnet, covid = models["cifar_resnet"], models["xray_covid3"]
+    assert variant_for(resnet, "default") == (resnet.default_variant, "")
+    assert variant_for(resnet, "fp32") == ("fp32", "")
+    assert variant_for(resnet, "single_view") == ("single_view", "")
+    chosen, note = variant_for(covid, "single_view")  # the tab's radio lists other models' variants too
+    assert chosen == covid.default_variant and "not shipped for this model" in note and covid.card.variant_label(
+        chosen) in note

@@ -191,7 +191,7 @@ def build(registry: Registry) -> None:
 
     def run(path: str | None, name: str, wanted: str, alpha: float) -> list:
         m = by_name.get(name) or by_name[default]
-        chosen, _ = variant_for(m, wanted or DEFAULT_VARIANT)  # the radio lists every model's variants
+        chosen, fallback = variant_for(m, wanted or DEFAULT_VARIANT)  # the radio lists every model's variants
         try:
             d = diagnose(m, read_upload(path), chosen)
         except EmptyInput:
@@ -203,7 +203,7 @@ def build(registry: Registry) -> None:
         if v := m.card.variants.get(chosen):  # the rates above are the main file's; say what this one scored
             text += (f": {v['accuracy']:.2%} test accuracy against the FP32 file's {m.card.metrics['accuracy']:.2%}, "
                      "whose figures the text above quotes")
-        text += "*"
+        text += f"{fallback}*"
         warn = "\n".join(f"⚠️ {w}" for w in d["warnings"])
         if warn:
             warn = ("**This may not be a frontal chest X-ray** — the answer below is meaningless for "
