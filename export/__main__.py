@@ -23,7 +23,7 @@ import onnxruntime
 import torch
 
 from convscope.cards import METADATA_KEY, ModelCard, sha256_file
-from convscope.metrics import classification_metrics, fit_temperature, predict_probs, roc_auc
+from convscope.metrics import classification_metrics, predict_probs, roc_auc
 from convscope.runtime import make_session
 from export import clinical
 from export.fit_analysis import fit_analysis
@@ -41,6 +41,7 @@ from train.datasets import (
     split_train_val,
     synthetic_split,
 )
+from train.loop import evaluate
 from train.recipes import RECIPES, saved_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,12 +200,6 @@ def xray_extras(recipe, sess, args, metrics: dict, history: list[dict], config: 
     return out
 
 
-def torch_probs(wrapper: ExportWrapper, x: np.ndarray, batch: int = 16) -> np.ndarray:
-    """The wrapped net's ``probs`` for uint8 NHWC ``x``, as the exported graph computes them."""
-    with torch.inference_mode():
-        return np.concatenate([wrapper(torch.from_numpy(x[i:i + batch]))[0].numpy() for i in range(0, len(x), batch)])
-
-
 def run_time_s(ckpt: dict) -> float:
     """The whole run's training time: a kept early epoch (best.pt) carries the full history, and
     its own clock stopped at that epoch; the card reports what the run cost."""
@@ -262,9 +257,9 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
             net.temperature.fill_(1.0)  # a shipped checkpoint carries its T: start from the raw net
             val = (synthetic_split(recipe.dataset, 48, seed=3) if args.smoke
                    else load_split(recipe.dataset, "val", data_dir=args.data_dir))
-            # torch's probabilities, not an uncalibrated ONNX file's: they agree to ~1e-6 (the
-            # parity check below), and a 224 px net's ONNX export costs ~30 s
-            temperature = fit_temperature(torch_probs(ExportWrapper(net), val.x), val.y)
+            # on torch's probabilities, as training's refit rule does, not on an uncalibrated ONNX file's:
+            # they agree to ~1e-6 (the parity check below), and a 224 px net's ONNX export costs ~30 s
+            temperature = evaluate(net, val)["temperature"]
             net.temperature.fill_(temperature)
             wrapper = ExportWrapper(net)
         model = export_onnx(wrapper, tmp_path)

@@ -60,9 +60,9 @@ class ImageBatches(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def halve_activation_range(model: onnx.ModelProto) -> int:
+def halve_activation_range(model: onnx.ModelProto) -> None:
     """Requantize every uint8 activation from codes 0..255 to 0..127 over the same calibrated range
-    (scale x 255/127, zero point x 127/255), in place; returns how many tensors changed. With 7-bit
+    (scale x 255/127, zero point x 127/255), in place. With 7-bit
     activations, full 8-bit weights cannot saturate VPMADDUBSW either (2 * 127 * 128 < 32767), as
     long as a value stays within its calibrated range (QuantizeLinear itself clamps only at 255).
     Int32 biases are requantized too: ONNX Runtime's fused kernels read them as codes of
@@ -97,7 +97,6 @@ def halve_activation_range(model: onnx.ModelProto) -> int:
         new = (arr[x_dq.input[1]] * arr[w_dq.input[1]]).astype(old.dtype)
         put(b_dq.input[0], np.round(codes.astype(np.float64) * old / new).astype(np.int32))
         put(b_dq.input[1], new)
-    return len(done)
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, profile: str = "cnn",
@@ -106,6 +105,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, prof
     ``fp32_convs``: how many leading convs stay fp32 (default: the profile's); ``reduce_range=False``
     (8-bit weights) is for measuring only (bench.int8_fidelity): such files saturate on CPUs without VNNI,
     unless ``activation_bits=7`` (halve_activation_range)."""
+    if activation_bits not in (8, 7):
+        raise ValueError(f"activation_bits is 8 or 7, not {activation_bits}")
     prof = PROFILES[profile]
     n_fp32 = int(prof["fp32_stem"]) if fp32_convs is None else fp32_convs
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,8 +123,6 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, prof
     if activation_bits == 7:
         halve_activation_range(model)
         onnx.save(model, str(out_path))
-    elif activation_bits != 8:
-        raise ValueError(f"activation_bits is 8 or 7, not {activation_bits}")
     model.ClearField("metadata_props")  # the card lives in the fp32 file; this one just points at it
     weights = ("in the 7-bit range (reduce_range: no VPMADDUBSW saturation on CPUs without VNNI)" if reduce_range
                else "in the full 8-bit range")

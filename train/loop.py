@@ -226,7 +226,8 @@ def flip_crop(x: torch.Tensor, flip: torch.Tensor | None, pad: int, gen: torch.G
 
 @torch.no_grad()
 def evaluate(net: nn.Module, data: ArraySplit, batch_size: int = 500) -> dict:
-    """Loss, accuracy and confusion matrix of ``net`` (eval mode) on ``data``."""
+    """Loss, accuracy and confusion matrix of ``net`` (eval mode) on ``data``; the temperature that
+    minimises NLL on ``data``, and that NLL."""
     net.eval()
     batch_size = max(8, batch_size * 1024 // (data.x.shape[1] * data.x.shape[2]))  # bounded memory at 224 px
     k = len(data.labels)
@@ -242,9 +243,9 @@ def evaluate(net: nn.Module, data: ArraySplit, batch_size: int = 500) -> dict:
         probs.append(torch.softmax(logits.double(), 1).numpy())
     # NLL once the temperature is fitted on these very images: what export's calibration will reach
     p = np.concatenate(probs)
-    nll_cal = nll(apply_temperature(p, fit_temperature(p, data.y)), data.y)
+    temperature = fit_temperature(p, data.y)
     return {"loss": loss_sum / len(data), "acc": float(np.trace(cm) / cm.sum()), "confusion": cm,
-            "nll_calibrated": nll_cal}
+            "temperature": temperature, "nll_calibrated": nll(apply_temperature(p, temperature), data.y)}
 
 
 @torch.no_grad()
