@@ -8,25 +8,20 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 
-from convscope.rest import MAX_UPLOAD_BYTES, build_rest
+from convscope import uploads
+from convscope.guard import Guard
+from convscope.rest import build_rest
 from convscope.runtime import MODELS_DIR, Registry, load_registry
 from convscope.tabs import cifar, digits, features, xray
 from convscope.tabs.common import SafeSketchpad
 
-MAX_FILE_SIZE = MAX_UPLOAD_BYTES  # the UI's upload limit, the same as the REST API's
+MAX_FILE_SIZE = uploads.MAX_UPLOAD_BYTES  # the UI's upload limit, the same as the REST API's
 TITLE = "ConvScope — see what a CNN does"
 CSS = """
 .cs-notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
 #digit-sketch { max-width: 360px; }
 #digit-preview img, #cifar-seen img { image-rendering: pixelated; }
 """
-def upload_cache() -> tuple[int, int]:
-    """Gradio's delete_cache: (how often, older than what), in seconds. Uploads are needed only
-    while a request runs, so they are removed after CONVSCOPE_CACHE_SECONDS (default 10 min)."""
-    s = int(os.environ.get("CONVSCOPE_CACHE_SECONDS", "600"))
-    return (s, s)
-
-
 def session_capacity() -> int:
     """How many sessions Gradio keeps state for (oldest dropped first): CONVSCOPE_SESSIONS, default 256.
 
@@ -40,7 +35,10 @@ def session_capacity() -> int:
 
 def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = None) -> gr.Blocks:
     registry = registry or load_registry(models_dir)
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=upload_cache()) as demo:
+    uploads.upload_root()  # before any component is made: each one reads the folder once
+    # No delete_cache: convscope.uploads.Sweeper (started by serve) removes uploads, partial
+    # uploads and empty folders on a schedule of its own.
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}\nEvery model here was trained in PyTorch, exported to ONNX and is "
                     "served by ONNX Runtime. Each one's model card (accuracy measured on the ONNX "
                     "file, training time, limitations) is in `models/`.")
@@ -67,10 +65,63 @@ def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = N
     return demo
 
 
-def serve(demo: gr.Blocks) -> FastAPI:
-    """One ASGI app: the REST API (convscope.rest) with the Gradio UI and its API mounted at "/"."""
-    return gr.mount_gradio_app(build_rest(demo.registry), demo, path="/", max_file_size=MAX_FILE_SIZE,
-                               css=CSS, theme=gr.themes.Soft(), footer_links=["api", "gradio"])
+def mount(demo: gr.Blocks) -> FastAPI:
+    """The REST API (convscope.rest) with the Gradio UI and its API mounted at "/", unguarded
+    (convscope.server puts its own Guard around the whole process)."""
+    app = gr.mount_gradio_app(build_rest(demo.registry), demo, path="/", max_file_size=MAX_FILE_SIZE,
+                              css=CSS, theme=gr.themes.Soft(), footer_links=["api", "gradio"])
+    # Gradio checks that a file a request names is an upload only once `launch()` has run;
+    # mounted, it never runs, so the check must be switched on here (Blocks.launch sets the same
+    # flag). The Guard checks the same before Gradio sees a request, with messages naming no path.
+    demo.has_launched = True
+    start_sweeper(demo)
+    return app
+
+
+def start_sweeper(demo: gr.Blocks) -> None:
+    """Delete old uploads on a schedule (convscope.uploads), sparing the files Gradio keeps for
+    the examples; once per app."""
+    if getattr(demo, "sweeper", None) is None:
+        def keep() -> set[str]:
+            return {p for b in list(demo.blocks.values()) for p in getattr(b, "keep_in_cache", ())}
+
+        demo.sweeper = uploads.Sweeper(uploads.upload_root(), keep)
+        demo.sweeper.start()
+
+
+def guarded(app: object, demo: gr.Blocks | None = None) -> Guard:
+    """``app`` behind the Guard (convscope.guard), with the checks that need the Blocks."""
+    return Guard(app, uploads.upload_root(), validate_call=call_checker(demo) if demo is not None else None)
+
+
+def serve(demo: gr.Blocks) -> Guard:
+    """One ASGI app, as `python app.py` serves it: REST + the Gradio UI and API, behind the Guard."""
+    return guarded(mount(demo), demo)
+
+
+def call_checker(demo: gr.Blocks):
+    """A check for a Gradio API call's JSON body: the endpoint exists and gets enough inputs.
+    Gradio answers an unknown endpoint with a 500, and too few inputs with an error that writes
+    every input it got (image data included) into the server log."""
+
+    def check(path: str, body: dict) -> tuple[int, str] | None:
+        parts = path.strip("/").split("/")
+        fns = demo.fns
+        if parts[:2] == ["queue", "join"] or body.get("fn_index") is not None:
+            fn = fns.get(body.get("fn_index")) if isinstance(body.get("fn_index"), int) else None
+        elif len(parts) >= 2 and parts[0] in ("call", "run", "api"):
+            name = parts[-1]
+            fn = next((f for f in fns.values() if f.api_name == name), None)
+        else:
+            return None
+        if fn is None:
+            return 404, "Unknown API endpoint: see /gradio_api/info for the named endpoints."
+        data = body.get("data")
+        if isinstance(data, list) and len(data) < len(fn.inputs):
+            return 422, f"This endpoint takes {len(fn.inputs)} inputs; the request gave {len(data)}."
+        return None
+
+    return check
 
 
 def serve_in_background(demo: gr.Blocks, port: int, host: str = "127.0.0.1", timeout: float = 60):
@@ -81,7 +132,9 @@ def serve_in_background(demo: gr.Blocks, port: int, host: str = "127.0.0.1", tim
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(serve(demo), host=host, port=port, log_level="warning"))
+    from convscope.server import server_limits
+
+    server = uvicorn.Server(uvicorn.Config(serve(demo), host=host, port=port, log_level="warning", **server_limits()))
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + timeout
     while not server.started:

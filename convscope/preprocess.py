@@ -10,11 +10,22 @@ for input it cannot use; nothing here should ever surface a stack trace.
 
 from __future__ import annotations
 
+import io
+import math
+import os
+import threading
+
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 MIN_SIDE = 8  # px: smaller images cannot hold a recognisable digit
-MAX_PIXELS = 40_000_000  # refuse anything larger (about 6300x6300): bounded memory per request
+# Refused from the header, before decoding: 4000x4000 is far more than any model needs (the
+# largest input is 224x224) and bounds a decode at 64 MB (RGBA 8-bit) or 128 MB (RGBA 16-bit).
+MAX_PIXELS = 16_000_000
+WORK_MAX_SIDE = 2048  # px: larger decoded images are box-reduced to this before any float work
+# Decodes that may run at once in the process (CONVSCOPE_DECODES): REST runs up to 40 requests in
+# threads, and each decode of a large image holds its pixels several times over.
+DECODES = threading.BoundedSemaphore(int(os.environ.get("CONVSCOPE_DECODES", "2")))
 WORK_SIDE = 200  # px: the digit's longer side while its stroke width is normalised (10x MNIST's box)
 MIN_CONTRAST = 32  # of 255: weaker ink than this counts as an empty canvas (JPEG noise, paper grain)
 
@@ -25,9 +36,9 @@ MNIST_STROKE = 3.35  # px at 28x28
 MNIST_BOX = 20  # px: digits are fit into 20x20, keeping their aspect ratio
 
 
-# Decompression-bomb guard for every decode in the process (PIL raises above 2x this): a small
-# file that claims gigapixels is refused before its pixels are allocated.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
+# Decompression-bomb guard for every PIL decode in the process, Gradio's included (PIL raises
+# above 2x this, warns above 1x); check_header refuses above 1x before Gradio decodes.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 class InputError(ValueError):
@@ -271,32 +282,60 @@ def _window_to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip((a - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
 
 
+DEFLATED_DICOM = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: inflated whole by pydicom
+
+
+def _dicom_dataset(data: bytes) -> object:
+    """A DICOM file's dataset, parsed without decoding pixels; refuses what could inflate far beyond
+    the file's size (the deflated transfer syntax) before pydicom reads past the file meta."""
+    import pydicom
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    try:
+        fp = io.BytesIO(data)
+        read_preamble(fp, True)
+        syntax = str(_read_file_meta_info(fp).get("TransferSyntaxUID", ""))
+    except Exception:
+        raise Unreadable("Could not read this DICOM file: it is damaged or truncated.") from None
+    if syntax == DEFLATED_DICOM:
+        raise Unreadable("Deflated DICOM files are not accepted: save the film uncompressed or as JPEG/PNG.")
+    try:
+        return pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception:
+        raise Unreadable("Could not read this DICOM file: it is damaged or truncated.") from None
+
+
+def _dicom_frame0(ds: object) -> np.ndarray:
+    """Frame 0 of a dataset's pixels, after checking from its header that one frame is within
+    MAX_PIXELS (a multi-frame file is never decoded whole)."""
+    from pydicom.pixels import pixel_array
+
+    if "PixelData" not in ds:
+        raise InputError("This DICOM file holds no image (no Pixel Data element): it may be a report, a "
+                         "structured document, or cut short.")
+    rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
+    samples, bits = int(getattr(ds, "SamplesPerPixel", 1) or 1), int(getattr(ds, "BitsAllocated", 16) or 16)
+    if rows * cols > MAX_PIXELS or samples > 4 or bits > 32:
+        raise TooLarge(f"The DICOM image is {cols}x{rows} px with {samples}x{bits} bits: too large "
+                       f"(at most {MAX_PIXELS // 1_000_000} megapixels).")
+    try:
+        with DECODES:
+            return pixel_array(ds, index=0)
+    except Exception as e:  # compressed transfer syntaxes without a decoder, truncated pixel data
+        raise Unreadable(f"Could not decode this DICOM image ({type(e).__name__}): it may be damaged, or "
+                         "compressed with a codec that is not installed.") from None
+
+
 def dicom_to_gray(data: bytes) -> np.ndarray:
     """A DICOM file's image as uint8 HxW, displayed as a radiologist would see it: modality LUT
     (rescale slope/intercept), then the file's VOI LUT or window centre/width (else its full
     range), then MONOCHROME1 inverted so bone is bright. Multi-frame files: the first frame."""
-    import io
-
     try:
-        import pydicom
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError:  # pragma: no cover - pydicom is a serving dependency
         raise InputError("DICOM support needs pydicom (pip install pydicom).") from None
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except Exception:
-        raise Unreadable("Could not read this DICOM file: it is damaged or truncated.") from None
-    if "PixelData" not in ds:
-        raise InputError("This DICOM file holds no image (no Pixel Data element): it may be a report, a "
-                         "structured document, or cut short.")
-    try:
-        arr = ds.pixel_array
-    except Exception as e:  # compressed transfer syntaxes without a decoder, truncated pixel data
-        raise Unreadable(f"Could not decode this DICOM image ({type(e).__name__}): it may be damaged, or "
-                         "compressed with a codec that is not installed.") from None
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if frames > 1:
-        arr = arr[0]
+    ds = _dicom_dataset(data)
+    arr = _dicom_frame0(ds)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if arr.ndim == 3:  # colour DICOM (secondary capture): plain luminance, no LUTs apply
         return np.clip(to_gray(arr) + 0.5, 0, 255).astype(np.uint8)
@@ -312,24 +351,55 @@ def dicom_to_gray(data: bytes) -> np.ndarray:
     return 255 - out if photometric == "MONOCHROME1" else out
 
 
-def read_image(data: bytes) -> np.ndarray | Image.Image:
-    """File bytes -> an image the preprocessing functions take: DICOM through
-    :func:`dicom_to_gray`, everything else through PIL (raises InputError when unreadable)."""
-    import io
+def check_header(img: Image.Image) -> None:
+    """Refuse (TooLarge) an opened, not yet decoded image whose header claims more than MAX_PIXELS."""
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise TooLarge(f"The image is {w}x{h} px: too large (at most {MAX_PIXELS // 1_000_000} megapixels).")
 
-    if not data:
-        raise Unreadable("The file is empty.")
-    if is_dicom(data):
-        return dicom_to_gray(data)
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
+
+def bounded(img: Image.Image) -> Image.Image:
+    """A decoded image with its longer side at most WORK_MAX_SIDE (integer box reduction: every
+    model input is at most 256 px, so nothing a model sees changes, but later float copies shrink)."""
+    factor = math.ceil(max(img.size) / WORK_MAX_SIDE)
+    if factor <= 1:
         return img
+    try:
+        return img.reduce(factor)
+    except (ValueError, NotImplementedError):  # modes reduce() does not take (e.g. "I;16")
+        return img
+
+
+def decode_file(fp: object) -> Image.Image:
+    """An image file (path or file object) -> its first frame decoded: size checked from the
+    header first, JPEGs decoded at a reduced scale where they are far larger than needed, and at
+    most CONVSCOPE_DECODES decodes at once. Raises TooLarge or Unreadable."""
+    try:
+        img = Image.open(fp)
+        check_header(img)
+        if img.format == "JPEG":
+            img.draft(img.mode, (WORK_MAX_SIDE, WORK_MAX_SIDE))
+        with DECODES:
+            img.load()
+        return bounded(img)
+    except TooLarge:
+        raise
     except Image.DecompressionBombError:
         raise TooLarge(f"The image is too large (at most {MAX_PIXELS // 1_000_000} megapixels).") from None
     except Exception:  # PIL raises many types for files that are not images
         raise Unreadable("Could not read the file as an image (PNG, JPEG, DICOM, WebP, BMP and TIFF work).") \
             from None
+
+
+def read_image(data: bytes) -> np.ndarray | Image.Image:
+    """File bytes -> an image the preprocessing functions take: DICOM through
+    :func:`dicom_to_gray`, everything else through :func:`decode_file` (raises InputError when
+    unreadable or too large)."""
+    if not data:
+        raise Unreadable("The file is empty.")
+    if is_dicom(data):
+        return dicom_to_gray(data)
+    return decode_file(io.BytesIO(data))
 
 
 def xray_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:

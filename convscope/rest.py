@@ -22,9 +22,9 @@ from pydantic import BaseModel
 
 from convscope.preprocess import InputError, TooLarge, Unreadable, read_image
 from convscope.runtime import DEFAULT_VARIANT, Registry
+from convscope.uploads import MAX_UPLOAD_BYTES
 
 API = "/api/v1"
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # as the UI's max_file_size
 ImageFile = Annotated[UploadFile, File(description="an image file (multipart field 'image')")]
 
 

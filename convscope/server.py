@@ -37,6 +37,7 @@ class LateUI:
     def __init__(self) -> None:
         self.rest: Any = None
         self.registry: Any = None
+        self.guard: Any = None  # the convscope.guard.Guard in front of this app: told about the Blocks once built
         self.full: Any = None  # REST + Gradio, once built and started
         self.failed = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -88,12 +89,15 @@ class LateUI:
         """Import Gradio, build the Blocks on the registry and switch to the full app (a thread,
         started before the models load: the imports overlap the ONNX sessions' start-up)."""
         try:
-            from convscope.app import build_app, serve
+            from convscope.app import build_app, call_checker, mount
 
             self.started.wait()
             # a new app with its own REST routes on the same registry: the live REST app is not
             # mutated from this thread while it serves; requests switch over in one assignment
-            full = serve(build_app(registry=self.registry))
+            demo = build_app(registry=self.registry)
+            full = mount(demo)
+            if self.guard is not None:
+                self.guard.validate_call = call_checker(demo)
             asyncio.run_coroutine_threadsafe(self._switch(full), self.loop).result()
             print(f"UI ready {time.perf_counter() - t0:.1f} s after start", flush=True)
         except Exception:  # the REST API keeps serving; the UI paths say what happened
@@ -117,6 +121,13 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
+def server_limits() -> dict:
+    """uvicorn's own limits: idle keep-alive connections close after 5 s, and past
+    CONVSCOPE_MAX_CONNECTIONS open connections new requests get a 503 instead of a slot."""
+    return {"timeout_keep_alive": 5, "limit_concurrency": int(os.environ.get("CONVSCOPE_MAX_CONNECTIONS", "200")),
+            "h11_max_incomplete_event_size": 64 * 1024}
+
+
 def launch() -> None:
     """Serve REST at once and the UI when built, on host and port from the environment (Hugging
     Face Spaces sets GRADIO_SERVER_NAME/PORT)."""
@@ -125,14 +136,18 @@ def launch() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
     import uvicorn
 
+    from convscope.guard import Guard
     from convscope.rest import build_rest
     from convscope.runtime import load_registry
+    from convscope.uploads import upload_root
 
+    root = upload_root()  # before the UI thread starts: it must not make a second folder
     front = LateUI()
+    front.guard = Guard(front, root)
     threading.Thread(target=front.build_ui, args=(t0,), daemon=True, name="build-ui").start()
     front.registry = load_registry()
     front.rest = build_rest(front.registry)
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     print(f"ConvScope on http://{host}:{port}/ (REST docs: /api/v1/docs)", flush=True)
-    uvicorn.run(front, host=host, port=port, log_level="warning")
+    uvicorn.run(front.guard, host=host, port=port, log_level="warning", **server_limits())

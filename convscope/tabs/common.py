@@ -9,22 +9,39 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from convscope.preprocess import MAX_PIXELS
+from convscope.guard import file_paths
+from convscope.preprocess import DECODES, MAX_PIXELS, InputError, bounded, check_header
 from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
+from convscope.uploads import NotAnUpload, check_upload
 
 UNREADABLE = ("Could not read this file as an image: it may be empty, truncated, or not a picture "
               "(PNG, JPEG, WebP, GIF, BMP and TIFF work).")
 
 
+def check_files(payload: Any) -> None:
+    """Before Gradio decodes an image input: every file it names is an upload of this server (the
+    Guard checked that already; this is the second lock) whose header claims at most MAX_PIXELS."""
+    value = payload.model_dump() if hasattr(payload, "model_dump") else payload
+    for path in file_paths(value):
+        with Image.open(check_upload(path)) as img:  # reads the header only
+            check_header(img)
+
+
 def _decode_errors_as_messages(preprocess: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Gradio decodes uploads before our function runs, and an undecodable file would reach the
-    user as a bare "the app raised an exception". Turn decoding failures into clear messages."""
+    user as a bare "the app raised an exception". Check the file first (check_files), decode at
+    most CONVSCOPE_DECODES at once, and turn every failure into a clear message."""
 
     def safe(payload: Any) -> Any:
         try:
-            return preprocess(payload)
+            check_files(payload)
+            with DECODES:
+                out = preprocess(payload)
+            return bounded(out) if isinstance(out, Image.Image) else out
         except gr.Error:
             raise
+        except (NotAnUpload, InputError) as e:
+            raise gr.Error(str(e)) from None
         except Image.DecompressionBombError:
             raise gr.Error(f"The image is too large (at most {MAX_PIXELS // 1_000_000} megapixels).") from None
         except Exception:  # PIL raises many types for broken files

@@ -8,7 +8,7 @@ threshold with its sensitivity and specificity in words, a class-activation heat
 opacity slider, warnings for images that do not look like a chest film, and the card's summary.
 
 Privacy: the upload is read once, decoded in memory and not kept; Gradio's own copy is removed
-by the app's delete_cache schedule; nothing about the image is logged.
+by the upload sweeper (convscope.uploads); nothing about the image is logged.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 from convscope import visualize as viz
 from convscope.cards import ModelCard
 from convscope.preprocess import EmptyInput, InputError, read_image, xray_warnings
-from convscope.rest import MAX_UPLOAD_BYTES
 from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
 from convscope.tabs.common import tab_models, variant_for, variant_radio
+from convscope.uploads import NotAnUpload, check_upload
 
 TAB = "xray"
 EXPECTED = ("xray_pneumonia", "xray_covid3")
@@ -43,13 +43,14 @@ def _pct(x: float | None) -> str:
 
 
 def read_upload(path: str | None) -> Any:
-    """A Gradio upload (a temporary file path) -> decoded image; the bytes are not kept."""
+    """A Gradio upload (a temporary file path) -> decoded image; the bytes are not kept. The path
+    must be an upload of this server (the Guard checked it already; this is the second lock)."""
     if not path:
         raise EmptyInput("No file was uploaded.")
-    p = Path(path)
-    if p.stat().st_size > MAX_UPLOAD_BYTES:
-        raise InputError(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
-    return read_image(p.read_bytes())
+    try:
+        return read_image(check_upload(path).read_bytes())
+    except NotAnUpload as e:
+        raise InputError(str(e)) from None
 
 
 def diagnose(model: ServedModel, image: Any, variant: str = DEFAULT_VARIANT) -> dict:

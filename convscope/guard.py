@@ -1,0 +1,244 @@
+"""The ASGI layer in front of everything the server answers (REST, Gradio's UI and API).
+
+What it enforces, before any route sees a request (docs/security.md lists each with its test):
+
+- **Trusted hosts.** The ``Host`` header must name this server (DNS rebinding: a web page on
+  another origin that resolves its name to 127.0.0.1 would otherwise reach the API).
+- **A body cap, while the body streams in**, and read timeouts: a request body larger than
+  ``max_body`` is answered 413 as soon as it is known (from Content-Length, or when the stream
+  passes the cap), before anything is written to disk.
+- **Client-named files.** Every file object (``{"path": ...}``) in a JSON call of Gradio's API
+  must be an upload of this server (convscope.uploads.check_upload): a path to a server file, a
+  device, a FIFO or a URL is refused (403) with a message that names no path. Gradio's own check
+  is skipped when it is mounted on FastAPI, and its messages name the resolved path.
+- **Calls Gradio would choke on**: an unknown endpoint or too few inputs get a 4xx here, where
+  Gradio would answer 500 and log the request's inputs (image data included).
+- **Uploads**: a temp-disk cap for the upload folder, and uploaded file names replaced by a
+  neutral name that keeps the extension (names such as ``patient_name_7.png`` never reach disk).
+- **Security headers** on every answer: frame-ancestors, nosniff, no referrer.
+
+Imports no Gradio: the checks that need the Blocks come in as ``validate_call``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convscope.uploads import MAX_UPLOAD_BYTES, NotAnUpload, check_upload, disk_cap_bytes, folder_bytes
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+CallCheck = Callable[[str, dict], "tuple[int, str] | None"]  # (path, JSON body) -> (status, reason) or None
+
+MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around one capped file
+JSON_MAX_BYTES = 1 * 2**20  # Gradio API calls carry file references, never file bytes
+GRADIO_API = "/gradio_api/"
+UPLOAD_PATH = "/gradio_api/upload"
+
+
+def allowed_hosts() -> list[str]:
+    """Host names the server answers to: loopback, the Hugging Face Space's own host (SPACE_HOST),
+    the host it is bound to when that is a name or a specific address, and CONVSCOPE_ALLOWED_HOSTS
+    (comma-separated; ``*`` turns the check off, e.g. behind a proxy that checks hosts itself)."""
+    hosts = ["localhost", "127.0.0.1", "::1"]
+    for var in ("SPACE_HOST", "GRADIO_SERVER_NAME"):
+        value = os.environ.get(var, "").strip().lower()
+        if value and value not in ("0.0.0.0", "::"):
+            hosts.append(value)
+    hosts += [h.strip().lower() for h in os.environ.get("CONVSCOPE_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    return hosts
+
+
+def host_name(header: str) -> str:
+    """The host part of a Host header: ``[::1]:7860`` -> ``::1``, ``Example.org:80`` -> ``example.org``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def security_headers() -> list[tuple[bytes, bytes]]:
+    """Headers every answer carries. Framing: this origin only, plus huggingface.co on a Space
+    (the Space page shows the app in an iframe); CONVSCOPE_FRAME_ANCESTORS overrides."""
+    ancestors = os.environ.get("CONVSCOPE_FRAME_ANCESTORS") or (
+        "'self' https://huggingface.co" if os.environ.get("SPACE_ID") else "'self'")
+    csp = f"frame-ancestors {ancestors}; object-src 'none'; base-uri 'self'"
+    headers = [(b"content-security-policy", csp.encode()), (b"x-content-type-options", b"nosniff"),
+               (b"referrer-policy", b"no-referrer")]
+    if ancestors == "'self'":
+        headers.append((b"x-frame-options", b"SAMEORIGIN"))
+    return headers
+
+
+class Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def file_paths(obj: Any) -> list[Any]:
+    """Every ``path`` of a file object (a dict with a "path" key) anywhere in a JSON value."""
+    out, stack = [], [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            if "path" in o:
+                out.append(o["path"])
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+    return out
+
+
+_FILENAME = re.compile(rb'(filename\*?=)("[^"\r\n]*"|[^;\r\n]*)', re.IGNORECASE)
+_SAFE_EXT = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+def neutral_name(original: bytes) -> bytes:
+    """``"patient_name_7.png"`` -> ``"upload.png"``: the extension is kept (Gradio checks file
+    types by it), the name is not."""
+    name = original.strip(b'"').decode("utf-8", "replace")
+    ext = os.path.splitext(name.rsplit("/", 1)[-1].rsplit("\\", 1)[-1])[1]
+    return f'"upload{ext.lower() if _SAFE_EXT.match(ext) else ""}"'.encode()
+
+
+def rename_parts(body: bytes, content_type: str) -> bytes:
+    """A multipart body with every part's file name replaced by :func:`neutral_name`; only the
+    part headers are touched, never the file bytes."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        return body
+    delimiter = b"--" + m.group(1).encode("latin-1")
+    parts = body.split(delimiter)
+    for i, part in enumerate(parts):
+        head, sep, rest = part.partition(b"\r\n\r\n")
+        if sep:
+            parts[i] = _FILENAME.sub(lambda g: g.group(1) + neutral_name(g.group(2)), head) + sep + rest
+    return delimiter.join(parts)
+
+
+@dataclass
+class Limits:
+    max_body: int = MAX_UPLOAD_BYTES + MULTIPART_SLACK
+    chunk_timeout: float = 20.0  # s between two pieces of a request body
+    body_timeout: float = 120.0  # s for a whole body: 10 MB at about 0.7 Mbit/s
+    hosts: list[str] = field(default_factory=allowed_hosts)
+
+
+class Guard:
+    """ASGI middleware around the whole server (see the module docstring)."""
+
+    def __init__(self, app: Any, upload_root: Path | None = None, validate_call: CallCheck | None = None,
+                 limits: Limits | None = None) -> None:
+        self.app, self.upload_root, self.validate_call = app, upload_root, validate_call
+        self.limits = limits or Limits()
+        self.headers = security_headers()
+
+    def host_ok(self, scope: Scope) -> bool:
+        if "*" in self.limits.hosts:
+            return True
+        raw = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        return host_name(raw) in self.limits.hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and not self.host_ok(scope):
+            return await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.headers]}
+            await send(message)
+
+        try:
+            if not self.host_ok(scope):
+                raise Refused(400, "Invalid host header: this server does not answer to that name "
+                                   "(set CONVSCOPE_ALLOWED_HOSTS to add one).")
+            body = await self.read_body(scope, receive)
+            body = self.check(scope, body)
+        except Refused as r:
+            return await self.refuse(send_with_headers, r)
+
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body, only the disconnect is left to wait for
+
+        await self.app(scope, replay, send_with_headers)
+
+    async def read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole request body, refused (413) as soon as it is known to pass the cap, and (408)
+        when the client is too slow to send it."""
+        cap = JSON_MAX_BYTES if self.is_json_call(scope) else self.limits.max_body
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            raise Refused(413, f"The request is larger than {cap // 2**20 or 1} MB.")
+        chunks, size = [], 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_timeout
+        while True:
+            timeout = min(self.limits.chunk_timeout, deadline - loop.time())
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(timeout, 0.001))
+            except asyncio.TimeoutError:
+                raise Refused(408, "The request body arrived too slowly.") from None
+            if message["type"] == "http.disconnect":
+                raise Refused(400, "The client went away before the request was complete.")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > cap:
+                raise Refused(413, f"The request is larger than {cap // 2**20 or 1} MB.")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    def is_json_call(scope: Scope) -> bool:
+        return scope["method"] == "POST" and scope["path"].startswith(GRADIO_API) \
+            and not scope["path"].startswith(UPLOAD_PATH)
+
+    def check(self, scope: Scope, body: bytes) -> bytes:
+        """Refuse what must not reach the app; returns the body to pass on (uploads renamed)."""
+        if scope["method"] != "POST":
+            return body
+        if scope["path"].startswith(UPLOAD_PATH):
+            if self.upload_root is not None and folder_bytes(self.upload_root) + len(body) > disk_cap_bytes():
+                raise Refused(507, "The server's upload space is full: try again in a few minutes.")
+            content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+            return rename_parts(body, content_type)
+        if self.is_json_call(scope) and body:
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                raise Refused(400, "The request body is not valid JSON.") from None
+            for path in file_paths(payload):
+                try:
+                    check_upload(path, self.upload_root)
+                except NotAnUpload as e:
+                    raise Refused(403, str(e)) from None
+            problem = (self.validate_call(scope["path"][len(GRADIO_API) - 1:], payload)
+                       if self.validate_call is not None and isinstance(payload, dict) else None)
+            if problem:
+                raise Refused(*problem)
+        return body
+
+    @staticmethod
+    async def refuse(send: Send, r: Refused) -> None:
+        body = json.dumps({"detail": r.reason}).encode()
+        await send({"type": "http.response.start", "status": r.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
