@@ -41,7 +41,6 @@ CallCheck = Callable[[str, dict], "tuple[int, str] | None"]  # (path, JSON body)
 MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around one capped file
 JSON_MAX_BYTES = 1 * 2**20  # Gradio API calls carry file references, never file bytes
 GRADIO_API = "/gradio_api/"
-UPLOAD_PATH = "/gradio_api/upload"
 
 
 def allowed_hosts() -> list[str]:
@@ -207,17 +206,20 @@ class Guard:
 
     @staticmethod
     def is_json_call(scope: Scope) -> bool:
+        """A POST to Gradio's API with a JSON body (multipart ones carry files: uploads, and the
+        image editor's blobs sent to ``component_server``)."""
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
         return scope["method"] == "POST" and scope["path"].startswith(GRADIO_API) \
-            and not scope["path"].startswith(UPLOAD_PATH)
+            and not content_type.lower().startswith(b"multipart/")
 
     def check(self, scope: Scope, body: bytes) -> bytes:
         """Refuse what must not reach the app; returns the body to pass on (uploads renamed)."""
         if scope["method"] != "POST":
             return body
-        if scope["path"].startswith(UPLOAD_PATH):
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+        if content_type.lower().startswith("multipart/"):  # files, for uploads or blobs: to disk next
             if self.upload_root is not None and folder_bytes(self.upload_root) + len(body) > disk_cap_bytes():
                 raise Refused(507, "The server's upload space is full: try again in a few minutes.")
-            content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
             return rename_parts(body, content_type)
         if self.is_json_call(scope) and body:
             try:

@@ -121,11 +121,62 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
+def header_timeout_protocol() -> type | None:
+    """uvicorn's httptools protocol with a deadline for a request's headers: a client that opens a
+    connection (or starts a request) and then sends its headers slowly is disconnected after
+    CONVSCOPE_HEADER_TIMEOUT seconds (default 10), so slow clients cannot hold every connection
+    slot (uvicorn has keep-alive and body limits, none for headers). None without httptools."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools is a serving dependency
+        return None
+
+    class HeaderDeadline(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            if self._deadline is None:
+                seconds = float(os.environ.get("CONVSCOPE_HEADER_TIMEOUT", "10"))
+                self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadline
+
+
 def server_limits() -> dict:
-    """uvicorn's own limits: idle keep-alive connections close after 5 s, and past
+    """uvicorn's own limits: a deadline for request headers (header_timeout_protocol), idle
+    keep-alive connections closed after 5 s, headers of at most 64 KB, and past
     CONVSCOPE_MAX_CONNECTIONS open connections new requests get a 503 instead of a slot."""
-    return {"timeout_keep_alive": 5, "limit_concurrency": int(os.environ.get("CONVSCOPE_MAX_CONNECTIONS", "200")),
-            "h11_max_incomplete_event_size": 64 * 1024}
+    limits: dict[str, Any] = {"timeout_keep_alive": 5, "h11_max_incomplete_event_size": 64 * 1024,
+                              "limit_concurrency": int(os.environ.get("CONVSCOPE_MAX_CONNECTIONS", "200"))}
+    if (protocol := header_timeout_protocol()) is not None:
+        limits["http"] = protocol
+    return limits
 
 
 def launch() -> None:

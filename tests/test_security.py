@@ -388,3 +388,15 @@ def test_onnxruntime_telemetry_is_off_before_onnxruntime_loads():
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "1", out.stderr[-2000:]
+
+
+def test_slow_request_headers_are_cut_off(app_url, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("CONVSCOPE_HEADER_TIMEOUT", "0.5")
+    port = int(app_url.rstrip("/").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /api/v1/models HTTP/1.1\r\nHost: localhost\r\n")  # and never the blank line
+        t = time.perf_counter()
+        assert s.recv(100) == b""  # closed by the server
+        assert time.perf_counter() - t < 3
