@@ -13,8 +13,8 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
+from convscope.inspection import inspect, render
 from convscope.runtime import load_registry
-from convscope.tabs.features import inspect, render
 
 
 def drawing() -> np.ndarray:

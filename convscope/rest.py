@@ -1,8 +1,10 @@
 """The REST API beside the UI, in the same server: plain HTTP + JSON for scripts and services.
 
     GET  /api/v1/models               every served model's card, plus the provider it runs on
-    POST /api/v1/predict/{model}      multipart field ``image`` [?variant=fp32 | int8 | single_view]
-                                      -> {model, variant, label, probabilities, latency_ms}
+    POST /api/v1/predict/{model}      multipart field ``image`` [?variant=fp32 | int8 | single_view] [&cam=1]
+                                      -> the answer (convscope.answers.Answer.to_json): label (null
+                                         when the card's rule withholds it, with a reason), probabilities,
+                                         warnings, the notice and operating point, the CAM on request
     GET  /api/v1/docs                 OpenAPI docs (schema at /api/v1/openapi.json)
 
 Errors are JSON ``{"detail": reason}`` with a 4xx status: 404 unknown model, 400 a model that
@@ -12,15 +14,13 @@ model cannot use (blank canvas, too small). Uploads are read into memory, decode
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
-import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
-from PIL import Image
 from pydantic import BaseModel
 
-from convscope.preprocess import InputError, TooLarge, Unreadable, read_image
+from convscope.answers import BadRequest, UnknownModel, answer_bytes, find_model
+from convscope.preprocess import InputError, TooLarge, Unreadable
 from convscope.runtime import DEFAULT_VARIANT, Registry
 from convscope.uploads import MAX_UPLOAD_BYTES
 
@@ -29,37 +29,46 @@ ImageFile = Annotated[UploadFile, File(description="an image file (multipart fie
 
 
 class Prediction(BaseModel):
+    """One answer (convscope.answers.Answer.to_json): what the tabs and the named Gradio API say too."""
+
     model: str
     variant: str  # which file answered: "fp32" (the main file), or a shipped variant: "int8", "single_view"
     # (with no ?variant=, the model's default: INT8 where it ships, convscope.runtime.DEFAULT_PRECISION)
-    label: str  # the model's decision: for binary X-ray models, at the card's calibrated threshold
+    label: str | None  # the decision under the card's rule; null when withheld (see reason)
+    reason: str | None  # why no label was given (e.g. under the card's reject_below threshold)
     probabilities: dict[str, float]  # every class, most probable first
+    decision_rule: str  # "argmax", "threshold" (binary, calibrated) or "reject_below"
+    warnings: list[str]  # reasons the input may not be what the model was trained on
     latency_ms: float  # decoding, preprocessing and inference on the server
+    threshold: float | None = None  # binary models: p(positive) >= threshold names the positive class
+    reject_below: float | None = None  # top probability under this: no label
+    operating_point_test: dict | None = None  # the card's test-set rates at its decision rule
+    not_for_clinical_use: bool | None = None  # X-ray models: always true
+    notice: str | None = None
+    source_confound_probe: dict | None = None
+    cam_png: str | None = None  # with ?cam=1, for graphs with a CAM output: base64 PNG of the decided class
 
 
 class Echo(BaseModel):
     bytes: int
 
 
-def read_upload(image: UploadFile) -> bytes:
-    data = image.file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
-    if not data:
-        raise HTTPException(400, "The uploaded file is empty.")
-    return data
+def upload_bytes(image: UploadFile) -> bytes:
+    """The multipart file's bytes, read no further than the cap (the Guard capped the body already)."""
+    return image.file.read(MAX_UPLOAD_BYTES + 1)
 
 
-def decode(data: bytes) -> Image.Image | np.ndarray:
-    """Bytes -> image (DICOM included), with the status code each failure deserves."""
-    try:
-        return read_image(data)
-    except TooLarge as e:
-        raise HTTPException(413, str(e)) from None
-    except Unreadable as e:
-        raise HTTPException(415, str(e)) from None
-    except InputError as e:  # readable, but nothing a model can use (e.g. DICOM without pixels)
-        raise HTTPException(422, str(e)) from None
+def http_error(e: Exception) -> HTTPException:
+    """The status code each failure of the answer layer deserves."""
+    if isinstance(e, UnknownModel):
+        return HTTPException(404, str(e))
+    if isinstance(e, BadRequest):
+        return HTTPException(e.status, str(e))
+    if isinstance(e, TooLarge):
+        return HTTPException(413, str(e))
+    if isinstance(e, Unreadable):
+        return HTTPException(415, str(e))
+    return HTTPException(422, str(e))  # readable, but nothing a model can use (blank canvas, too small)
 
 
 def build_rest(registry: Registry) -> FastAPI:
@@ -83,33 +92,18 @@ def build_rest(registry: Registry) -> FastAPI:
                 variant: Annotated[str, Query(description="default (INT8 where the card ships it, else "
                                               "fp32), fp32 (the main file), or a variant the card ships: "
                                               "int8, single_view (no test-time augmentation)")]
-                = DEFAULT_VARIANT) -> Prediction:
-        m = registry.models.get(model)
-        if m is None:
-            raise HTTPException(404, f"Unknown model {model!r}; known: {sorted(registry.models)}.")
-        if why := m.variant_error(variant):
-            raise HTTPException(400, why)
-        if not m.card.output_names("probs"):
-            raise HTTPException(400, f"{model} is a feature extractor, not a classifier.")
-        data = read_upload(image)
-        t = time.perf_counter()
-        img = decode(data)
+                = DEFAULT_VARIANT,
+                cam: Annotated[bool, Query(description="add the class-activation map of the decided class "
+                                           "(base64 PNG) for models whose graph has one")] = False) -> Prediction:
         try:
-            x = m.prepare(img)
-        except TooLarge as e:
-            raise HTTPException(413, str(e)) from None
-        except InputError as e:
-            raise HTTPException(422, str(e)) from None
-        probs = m.probs(x[None], variant)[0]
-        order = probs.argsort()[::-1]
-        labels = m.card.labels
-        return Prediction(model=model, variant=m.resolve(variant), label=labels[m.decide(probs)],
-                          probabilities={labels[i]: float(probs[i]) for i in order},
-                          latency_ms=(time.perf_counter() - t) * 1e3)
+            m = find_model(registry, model, variant)
+            return Prediction(**answer_bytes(m, upload_bytes(image), variant, cam=cam).to_json())
+        except (UnknownModel, BadRequest, InputError) as e:
+            raise http_error(e) from None
 
     @api.post(f"{API}/echo", include_in_schema=False)
     def echo(image: ImageFile) -> Echo:
         """The benchmark's baseline: the same upload, no decoding, preprocessing or model."""
-        return Echo(bytes=len(read_upload(image)))
+        return Echo(bytes=len(upload_bytes(image)))
 
     return api

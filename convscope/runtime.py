@@ -160,14 +160,6 @@ class ServedModel:
     def probs(self, images: np.ndarray, variant: str = MAIN_VARIANT) -> np.ndarray:
         return self.run(["probs"], images, variant)[0]
 
-    def decide(self, probs: np.ndarray) -> int:
-        """The class the app names for one image's ``probs``: for a binary model with a calibrated
-        threshold in its card, p(positive) >= threshold; otherwise the most probable class."""
-        threshold = self.card.calibration.get("threshold")
-        if threshold is not None and len(probs) == 2:
-            return int(probs[1] >= threshold)
-        return int(np.argmax(probs))
-
     def prepare(self, image: Any) -> np.ndarray:
         """Any image -> the (H, W, C) uint8 input this model expects, by its card's preprocessing
         policy (raises convscope.preprocess.InputError with a message for the user)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope.answers import decided_classes
 from convscope.metrics import (
     apply_temperature,
     classification_metrics,
@@ -26,10 +27,8 @@ from train import plots
 
 
 def decisions(probs: np.ndarray, threshold: float | None) -> np.ndarray:
-    """The app's decision: binary models compare p(positive) with the threshold, others argmax."""
-    if threshold is None:
-        return probs.argmax(1)
-    return (probs[:, 1] >= threshold).astype(np.int64)
+    """The app's decision (convscope.answers, the one home of the rule) for a batch of probabilities."""
+    return decided_classes(probs, threshold)
 
 
 def calibration_figures(probs: np.ndarray, y: np.ndarray, temperature: float) -> dict:

@@ -61,11 +61,10 @@ def table(models_dir: Path = REPO / "models") -> str:
 
 def comparison(models_dir: Path = REPO / "models") -> str:
     """The CIFAR-10 tab's comparison table, as Markdown."""
-    from convscope.tabs.cifar import CLASSIC_ARCHS, COMPARISON_HEADERS, EXPECTED, comparison_rows
+    from convscope.card_text import CLASSIC_ARCHS, COMPARISON_HEADERS, comparison_rows
 
-    cards = sorted((ModelCard.load(p) for p in find_cards(models_dir)), key=lambda c: c.name)
-    cards = [c for c in cards if c.tab == "cifar10"]
-    cards.sort(key=lambda c: EXPECTED.index(c.name) if c.name in EXPECTED else len(EXPECTED))
+    cards = [c for c in (ModelCard.load(p) for p in find_cards(models_dir)) if c.tab == "cifar10"]
+    cards.sort(key=lambda c: (-c.metrics["accuracy"], c.name))  # the tab's order: best first
     rows = comparison_rows(cards, models_dir / CLASSIC_ARCHS)
     lines = ["| " + " | ".join(COMPARISON_HEADERS) + " |", "|---|---|---:|---:|---:|---:|---:|"]
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
@@ -77,7 +76,7 @@ def _pct(x: float | None) -> str:
 
 def xray_table(models_dir: Path = REPO / "models") -> str:
     """The X-ray models' clinical figures (official test split, ONNX Runtime), from their cards."""
-    from convscope.tabs.xray import confound_sentence, transfer_sentence
+    from convscope.card_text import confound_sentence, transfer_sentence
 
     cards = [c for c in (ModelCard.load(p) for p in find_cards(models_dir)) if c.tab == "xray"]
     out = ["| model | test accuracy | ROC AUC | at the validation-chosen operating point | calibration "

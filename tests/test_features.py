@@ -9,8 +9,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 
 from convscope import visualize as viz
+from convscope.inspection import MAX_CHANNELS, enlarge, inspect, render
 from convscope.runtime import load_registry
-from convscope.tabs.features import MAX_CHANNELS, enlarge, inspect, render
 from tests.conftest import card_params
 
 

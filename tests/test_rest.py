@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from gradio_client import handle_file
 
 from tests.bad_inputs import CASES, digit_rgb, png_claiming, save
 from tests.conftest import CARDS, REPO
@@ -32,33 +31,22 @@ def test_models_lists_every_card(http):
 
 
 @pytest.mark.parametrize("model", [c.name for c in CARDS if c.output_names("probs")])
-def test_predict_contract(http, client, model):
+def test_predict_contract(http, model):
     card = next(c for c in CARDS if c.name == model)
     path = CAT if card.tab == "cifar10" else REPO / "examples" / "digit_7.png"
     r = predict(http, model, path.read_bytes(), path.name)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"model", "variant", "label", "probabilities", "latency_ms"} and body["model"] == model
+    required = {"model", "variant", "label", "reason", "probabilities", "decision_rule", "warnings", "latency_ms"}
+    assert required <= set(body)
+    assert body["model"] == model
     assert body["variant"] == ("int8" if card.int8_is_faster() else "fp32")  # the default file
     probs = list(body["probabilities"].values())
     assert list(body["probabilities"]) == sorted(body["probabilities"], key=body["probabilities"].get, reverse=True)
     assert set(body["probabilities"]) == set(card.labels)
     assert sum(probs) == pytest.approx(1, abs=1e-4) and body["latency_ms"] > 0
-    if card.tab == "xray":  # the label is the decision at the card's threshold, as in the tab
-        ui = client.predict(handle_file(str(path)), model, "default", api_name="/diagnose_xray")
-        assert ui["decision"] == body["label"] and ui["variant"] == body["variant"]
-        for k, v in ui["probabilities"].items():
-            assert v == pytest.approx(body["probabilities"][k], abs=1e-6)
-        return
-    assert body["label"] == next(iter(body["probabilities"]))
-    # the same answer as the Gradio endpoint of its tab
-    if card.tab == "cifar10":
-        ui = client.predict(handle_file(str(path)), model, api_name="/classify_image")
-    else:
-        ui = client.predict({"background": None, "layers": [], "composite": handle_file(str(path))}, model,
-                            api_name="/predict_digit")
-    assert ui["label"] == body["label"]
-    assert ui["confidences"][0]["confidence"] == pytest.approx(probs[0], abs=1e-6)
+    assert body["label"] in (*card.labels, None)
+    # (that the named Gradio endpoint and the tabs give the same answer: tests/test_doors.py)
 
 
 @pytest.mark.parametrize(("model", "data", "status", "reason"), [

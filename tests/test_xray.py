@@ -186,8 +186,8 @@ def test_xray_cards_state_calibration_operating_point_and_use(card):
 
 @pytest.mark.parametrize("card", [c for c in XRAY_CARDS if "COVID-19" in c.labels], ids=lambda c: c.name)
 def test_a_covid_answer_carries_the_confound_evidence(card):
+    from convscope.card_text import decision_text
     from convscope.runtime import ServedModel
-    from convscope.tabs.xray import decision_text
 
     model = ServedModel(card=card, session=None)
     covid = card.labels.index("COVID-19")
@@ -268,13 +268,13 @@ def test_diagnose_xray_answers_the_same_for_png_16bit_png_and_dicom(client, tmp_
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
         out = client.predict(handle_file(str(tmp_path / name)), card.name, "fp32", api_name="/diagnose_xray")
-        assert out["not_for_clinical_use"] is True and out["decision"] in card.labels
+        assert out["not_for_clinical_use"] is True and out["label"] in card.labels
         assert set(out["probabilities"]) == set(card.labels)
         assert sum(out["probabilities"].values()) == pytest.approx(1, abs=1e-4)
         assert ("source_confound_probe" in out) == ("COVID-19" in card.labels)  # the evidence travels with it
         answers.append(out)
     for a in answers[1:]:
-        assert a["decision"] == answers[0]["decision"]
+        assert a["label"] == answers[0]["label"]
         for k, v in a["probabilities"].items():
             assert v == pytest.approx(answers[0]["probabilities"][k], abs=0.02)
 
@@ -330,12 +330,12 @@ def test_real_films_through_the_app(client, tmp_path, kermany_test):
                            "film16.png": png16(kermany_test.x[i, ..., 0])}.items():
             (tmp_path / name).write_bytes(data)
             out = client.predict(handle_file(str(tmp_path / name)), card.name, "fp32", api_name="/diagnose_xray")
-            assert out["decision"] == card.labels[cls], name
+            assert out["label"] == card.labels[cls], name
 
 
 @pytest.mark.parametrize("card", [c for c in CARDS if c.metrics.get("transfer_learning")], ids=lambda c: c.name)
 def test_the_transfer_learning_gain_is_stated_with_what_else_differed(card):
-    from convscope.tabs.xray import transfer_sentence
+    from convscope.card_text import transfer_sentence
 
     tl = card.metrics["transfer_learning"]
     text = transfer_sentence(card)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
 from convscope.guard import file_paths
@@ -86,10 +85,11 @@ def missing_notice(problems: dict[str, str]) -> str:
               "or `git checkout models/`.")
 
 
-def top_k(probs: np.ndarray, labels: list[str], k: int = 3) -> dict[str, float]:
-    """The ``k`` most probable labels, best first (a gr.Label value)."""
-    order = np.argsort(probs)[::-1][:k]
-    return {labels[i]: float(probs[i]) for i in order}
+def sketch_image(value: Any) -> Any:
+    """The composite image inside a Sketchpad value (dict), or the value itself if it is an image."""
+    if isinstance(value, dict):  # an example or upload may arrive as the background only
+        return value.get("composite") if value.get("composite") is not None else value.get("background")
+    return value
 
 
 def variant_for(model: ServedModel, wanted: str) -> tuple[str, str]:

@@ -2,13 +2,12 @@
 
 The drawing goes through MNIST's own preprocessing (convscope.preprocess.mnist_digit); the
 28x28 result is shown, because "what the model sees" is half of the lesson. Each model's answer
-is its top-3 probabilities; if the top one is under the card's ``reject_below`` threshold the
-tab says the drawing does not look like a digit instead of naming one.
+(convscope.answers) is its top-3 probabilities; where the card's rule withholds the answer (top
+probability under ``reject_below``) the tab says the drawing does not look like a digit.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import gradio as gr
@@ -16,9 +15,11 @@ import numpy as np
 from PIL import Image
 
 from convscope import visualize as viz
-from convscope.preprocess import EmptyInput, InputError, mnist_digit
-from convscope.runtime import Registry, ServedModel
-from convscope.tabs.common import SafeSketchpad, tab_models, top_k
+from convscope.answers import Answer, answer
+from convscope.card_text import article
+from convscope.preprocess import EmptyInput, InputError
+from convscope.runtime import Registry
+from convscope.tabs.common import SafeSketchpad, sketch_image, tab_models
 
 TAB = "digits"
 EXPECTED = ("mnist_lenet5", "mnist_cnn")  # shown in this order; other digit models follow
@@ -40,27 +41,12 @@ CLEAR_JS = f"""() => {{
 PREVIEW_SIDE = 140  # px: the 28x28 input shown 5x, nearest-neighbour so pixels stay crisp
 
 
-def sketch_image(value: Any) -> Any:
-    """The composite image inside a Sketchpad value (dict), or the value itself if it is an image."""
-    if isinstance(value, dict):  # an example or upload may arrive as the background only
-        return value.get("composite") if value.get("composite") is not None else value.get("background")
-    return value
-
-
-def classify(model: ServedModel, digit28: np.ndarray) -> tuple[np.ndarray, float]:
-    """Probabilities for one 28x28 uint8 digit, and the model's own time in ms."""
-    t = time.perf_counter()
-    probs = model.probs(digit28[None, :, :, None])[0]
-    return probs, (time.perf_counter() - t) * 1e3
-
-
-def verdict(model: ServedModel, probs: np.ndarray, ms: float) -> str:
-    labels, threshold = model.card.labels, model.card.calibration["reject_below"]
-    best = int(probs.argmax())
-    if probs[best] < threshold:
-        return (f"🤔 **Doesn't look like a digit.** Best guess {labels[best]} at {probs[best]:.0%}, "
-                f"under the {threshold:.0%} threshold · {ms:.1f} ms")
-    return f"It's a **{labels[best]}** ({probs[best]:.1%}) · {ms:.1f} ms"
+def verdict(a: Answer) -> str:
+    best = a.model.card.labels[a.decision.index]
+    if a.label is None:
+        return f"🤔 **Doesn't look like a digit.** Best guess {best} at {a.probs[a.decision.index]:.0%}, " \
+               f"under the {a.model.card.calibration['reject_below']:.0%} threshold · {a.latency_ms:.1f} ms"
+    return f"It's {article(best)} **{best}** ({a.probs[a.decision.index]:.1%}) · {a.latency_ms:.1f} ms"
 
 
 def preview(digit28: np.ndarray) -> Image.Image:
@@ -101,14 +87,12 @@ def build(registry: Registry) -> None:
 
     def on_draw(value: Any) -> list:
         try:
-            digit = mnist_digit(sketch_image(value))
+            answers = [answer(m, sketch_image(value)) for m in models]
         except EmptyInput:
             return [None, EMPTY_MESSAGE, *[None] * len(models), *[""] * len(models)]
         except InputError as e:
             return [None, f"⚠️ {e}", *[None] * len(models), *[""] * len(models)]
-        outs = [classify(m, digit) for m in models]
-        return [preview(digit), "", *[top_k(p, m.card.labels) for m, (p, _) in zip(models, outs, strict=True)],
-                *[verdict(m, p, ms) for m, (p, ms) in zip(models, outs, strict=True)]]
+        return [preview(answers[0].seen[..., 0]), "", *[a.top(3) for a in answers], *[verdict(a) for a in answers]]
 
     outputs = [seen, status, *labels, *verdicts]
     sketch.change(on_draw, sketch, outputs, show_progress="hidden", trigger_mode="always_last",
@@ -117,24 +101,24 @@ def build(registry: Registry) -> None:
     # None from the server re-creates the whole canvas, which takes seconds in software WebGL.
     clear.click(None, None, None, js=CLEAR_JS, api_visibility="private")
 
-    def predict_digit(sketch: dict | None, model: str = default) -> dict[str, float]:
-        """Top-3 digit probabilities for a drawing (black ink on white, any size).
+    def predict_digit(sketch: dict | None, model: str = default) -> dict:
+        """The answer for a drawing (black ink on white, any size), as REST gives it: ``label`` is
+        null when the card's rule says it does not look like a digit (calibration.reject_below),
+        with the ``reason``; ``probabilities`` are every digit's, most probable first.
 
-        Raises a clear error for an empty, uniform, too small or too large image, or an unknown
-        model. The 'does not look like a digit' threshold is the card's calibration.reject_below.
+        Raises a clear error for an empty, uniform, too small or too large image, or an unknown model.
         """
         if model not in by_name:
             raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(by_name)}.")
         try:
-            digit = mnist_digit(sketch_image(sketch))
+            return answer(by_name[model], sketch_image(sketch)).to_json()
         except InputError as e:
             raise gr.Error(str(e)) from None
-        return top_k(classify(by_name[model], digit)[0], by_name[model].card.labels)
 
-    # API-only endpoint: a Sketchpad value in, one model's Label out. Its own hidden input keeps
-    # the file's mode (16-bit, float, palette, EXIF) for convscope.preprocess instead of Gradio's
+    # API-only endpoint: a Sketchpad value in, the answer out. Its own hidden input keeps the
+    # file's mode (16-bit, float, palette, EXIF) for convscope.preprocess instead of Gradio's
     # 8-bit "L" conversion, which the browser canvas needs but which clips other files.
     api_sketch = SafeSketchpad(visible=False, type="pil", image_mode=None, label="sketch")
     api_model = gr.Dropdown(sorted(by_name), value=default, visible=False, label="model")
-    api_out = gr.Label(num_top_classes=3, visible=False)
+    api_out = gr.JSON(visible=False)
     gr.Button(visible=False).click(predict_digit, [api_sketch, api_model], api_out, api_name="predict_digit")

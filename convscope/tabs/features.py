@@ -10,91 +10,21 @@ playground (convscope.convmath).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
 from convscope import visualize as viz
 from convscope.cards import TABS, CardError
+from convscope.inspection import MAX_CHANNELS, MAX_STAGES, Inspection, enlarge, filter_note, inspect, render
 from convscope.preprocess import EmptyInput, InputError
 from convscope.runtime import Registry, ServedModel
 from convscope.tabs import playground
-from convscope.tabs.common import SafeImage, SafeSketchpad, missing_notice, top_k
-from convscope.tabs.digits import sketch_image
+from convscope.tabs.common import SafeImage, SafeSketchpad, missing_notice, sketch_image
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # made by scripts/make_examples.py
-MAX_STAGES = 6  # UI slots; a model's first MAX_STAGES stages are shown
-MAX_CHANNELS = 128  # per stage grid: EfficientNet's 1280-channel head would be an unreadable wall
-ENLARGED = 224  # px
-
-
-@dataclass
-class Inspection:
-    """Everything the tab shows for one (model, input), computed in one onnxruntime call."""
-
-    model: ServedModel
-    image: np.ndarray  # what the model saw: (H, W, C) uint8
-    probs: np.ndarray | None  # None for feature extractors
-    stages: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (C, H, W)
-    filters: dict[str, np.ndarray] = field(default_factory=dict)  # stage -> (C_out, C_in, k, k)
-    cam: np.ndarray | None = None  # (classes, h, w)
-
-
-def inspect(model: ServedModel, image: Any) -> Inspection:
-    x = model.prepare(image)
-    names = [o["name"] for o in model.card.outputs]  # everything the tab shows, in one call
-    outs = dict(zip(names, model.run(names, x[None]), strict=True))
-    stages = {n: outs[n][0] for n in model.card.output_names("feature_map")}
-    filters = {o["of"]: outs[o["name"]] for o in model.card.outputs if o["kind"] == "filters"}
-    cam = outs["cam"][0] if "cam" in outs else None
-    return Inspection(model, x, outs["probs"][0] if "probs" in outs else None, stages, filters, cam)
-
-
-def stage_info(model: ServedModel, name: str, maps: np.ndarray, lo: float, hi: float) -> str:
-    spec = next(o for o in model.card.outputs if o["name"] == name)
-    rf = spec.get("receptive_field")
-    h_in = model.card.input["shape"][1]
-    rf_text = f"{rf}×{rf} input pixels" if rf else "the whole input"
-    if rf and rf > h_in:
-        rf_text += f" (more than the {h_in}-pixel input: the border is zero padding)"
-    return (f"#### {name}: {maps.shape[0]} channels of {maps.shape[1]}×{maps.shape[2]}\n"
-            f"Each value sees **{rf_text}**. Colour scale shared by all channels: "
-            f"{lo:.3g} (dark purple) to {hi:.3g} (yellow). Click a channel to enlarge it.")
-
-
-def render(ins: Inspection, cam_class: str | None = None, opacity: float = 0.5) -> dict:
-    """All pictures for an inspection: per stage (grid, legend, info), CAM overlay, top-3."""
-    card = ins.model.card
-    stages = []
-    for name, maps in list(ins.stages.items())[:MAX_STAGES]:
-        img, lo, hi, cols, side = viz.activation_grid(maps[:MAX_CHANNELS])
-        info = stage_info(ins.model, name, maps, lo, hi)
-        if len(maps) > MAX_CHANNELS:
-            info += f" Showing channels 0-{MAX_CHANNELS - 1} of {len(maps)}."
-        stages.append({"name": name, "grid": img, "legend": viz.colorbar(lo, hi, "viridis", "activation"),
-                       "info": info, "cols": cols, "side": side,
-                       "lo": lo, "hi": hi})
-    out = {"stages": stages, "top": None if ins.probs is None else top_k(ins.probs, card.labels), "cam": None}
-    if ins.cam is not None:
-        cls = card.labels.index(cam_class) if cam_class in card.labels else int(ins.probs.argmax())
-        out["cam"] = viz.overlay(ins.image[..., 0] if ins.image.shape[2] == 1 else ins.image, ins.cam[cls], opacity)
-        out["cam_class"] = card.labels[cls]
-    return out
-
-
-def filter_note(w: np.ndarray, m_abs: float, what: str) -> str:
-    scale = "" if w.shape[1] == 3 else f" Blue = −{m_abs:.3g}, white = 0, red = +{m_abs:.3g}."
-    return f"{w.shape[0]} filters of {w.shape[1]}×{w.shape[2]}×{w.shape[3]}; showing {what}.{scale}"
-
-
-def enlarge(ins: Inspection, stage: str, channel: int) -> Image.Image:
-    maps = ins.stages[stage]
-    lo, hi = float(maps.min()), float(maps.max())
-    return viz.upscale(viz.colorize(maps[channel], lo, hi), ENLARGED)
 
 
 def build(registry: Registry) -> None:

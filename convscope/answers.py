@@ -1,0 +1,189 @@
+"""The answer layer: from (model, upload, options) to one answer, the same through every door.
+
+The tabs, the named Gradio API, REST, the benchmarks and scripts all call :func:`answer` (or
+:func:`answer_bytes` for a file's bytes) and show or serialise the :class:`Answer` it returns; none
+of them decides anything on its own. What an answer holds:
+
+- what the model saw (its input after the card's preprocessing policy),
+- the probabilities, and the **decision** under the card's rule (:func:`decide`): the most probable
+  class; for a binary model with a calibrated threshold, p(positive) >= threshold; and, where the
+  card sets ``reject_below``, *no* label when the top probability is under it (``label`` is None
+  and ``reason`` says why),
+- warnings about the input (e.g. "this does not look like a chest film"),
+- the model's notice (e.g. not for clinical use) and its test-set operating point,
+- the class-activation map of the decided class when asked for and the graph has one,
+- the latency.
+
+Imports no Gradio.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convscope.preprocess import read_image, xray_warnings
+from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
+from convscope.uploads import MAX_UPLOAD_BYTES
+
+# Input checks per preprocessing policy (the card names its policy): reasons the input may not be
+# what the model was trained on. The model answers anyway; the answer carries them.
+INPUT_WARNINGS = {"xray_image": xray_warnings}
+# The notice a model's answers carry, per the card's tab (what the tab's models are for).
+NOT_FOR_CLINICAL_USE = ("Research demonstration, not for clinical use: this model is a teaching example, "
+                        "never clinically validated; it must not inform any decision about a person's health.")
+NOTICES = {"xray": NOT_FOR_CLINICAL_USE}
+
+
+class UnknownModel(LookupError):
+    """A model name no card serves (REST: 404)."""
+
+
+class BadRequest(ValueError):
+    """A request a model cannot answer as asked: an unknown variant, a feature extractor asked
+    for a class, an empty or too large upload (REST: 400 or 413, see ``status``)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Decision:
+    index: int  # the class the rule points at: the answer, or the best guess when withheld
+    label: str | None  # None when the rule withholds the answer
+    reason: str | None  # why it was withheld (None when answered)
+    rule: str  # "argmax", "threshold" or "reject_below"
+
+
+def decided_classes(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """The class each row of ``probs`` (N, K) points at: p(positive) >= threshold for a binary
+    model with a calibrated threshold, else the most probable class. (Export measures cards with it.)"""
+    if threshold is not None and probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(np.int64)
+    return probs.argmax(1)
+
+
+def decide(probs: np.ndarray, card: Any) -> Decision:
+    """The decision for one image's probabilities under the card's rule (calibration section):
+    the class :func:`decided_classes` points at, withheld under ``reject_below``."""
+    labels, cal = card.labels, card.calibration or {}
+    threshold, floor = cal.get("threshold"), cal.get("reject_below")
+    i = int(decided_classes(probs[None], threshold)[0])
+    if threshold is not None and len(probs) == 2:
+        return Decision(i, labels[i], None, "threshold")
+    if floor is not None and probs[i] < floor:
+        return Decision(i, None, f"The most probable class, {labels[i]}, has {probs[i]:.0%}: under this model's "
+                                 f"{floor:.0%} threshold, so no class is named.", "reject_below")
+    return Decision(i, labels[i], None, "argmax")
+
+
+@dataclass
+class Answer:
+    model: ServedModel
+    variant: str  # the file that ran: "fp32" (the main file), "int8", "single_view"
+    seen: np.ndarray  # (H, W, C) uint8: what the model saw
+    probs: np.ndarray
+    decision: Decision
+    latency_ms: float  # preprocessing and inference
+    warnings: list[str] = field(default_factory=list)
+    cam: np.ndarray | None = None  # (h, w) for the decided class, when asked for and the graph has one
+
+    @property
+    def label(self) -> str | None:
+        return self.decision.label
+
+    @property
+    def notice(self) -> str | None:
+        return NOTICES.get(self.model.card.tab)
+
+    def top(self, k: int | None = None) -> dict[str, float]:
+        """Every class (or the ``k`` most probable), most probable first."""
+        return top_k(self.probs, self.model.card.labels, k)
+
+    def to_json(self) -> dict:
+        """The answer as every API door sends it (REST body, the named Gradio endpoints)."""
+        cal = self.model.card.calibration or {}
+        out = {"model": self.model.name, "variant": self.variant, "label": self.label, "reason": self.decision.reason,
+               "probabilities": self.top(), "decision_rule": self.decision.rule, "warnings": self.warnings,
+               "latency_ms": self.latency_ms}
+        if cal.get("threshold") is not None:
+            out["threshold"] = cal["threshold"]
+        if cal.get("reject_below") is not None:
+            out["reject_below"] = cal["reject_below"]
+        if isinstance(cal.get("operating_point"), dict) and "test" in cal["operating_point"]:
+            out["operating_point_test"] = cal["operating_point"]["test"]
+        if self.notice:
+            out |= {"not_for_clinical_use": True, "notice": self.notice}
+        if probe := self.model.card.metrics.get("confound_probe"):
+            out["source_confound_probe"] = probe
+        if self.cam is not None:
+            out["cam_png"] = cam_png(self.cam)
+        return out
+
+
+def top_k(probs: np.ndarray, labels: list[str], k: int | None = 3) -> dict[str, float]:
+    """The ``k`` most probable labels (all with k=None), best first (also a gr.Label value)."""
+    order = np.argsort(probs)[::-1][:k]
+    return {labels[i]: float(probs[i]) for i in order}
+
+
+def cam_png(cam: np.ndarray) -> str:
+    """A class-activation map as a base64 PNG (8-bit gray, scaled to its own maximum)."""
+    from PIL import Image
+
+    peak = float(cam.max())
+    gray = np.zeros(cam.shape, np.uint8) if peak <= 0 else np.clip(cam / peak * 255 + 0.5, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def find_model(registry: Registry, name: str, variant: str = DEFAULT_VARIANT) -> ServedModel:
+    """The served classifier ``name`` that can run ``variant``; UnknownModel or BadRequest otherwise."""
+    m = registry.models.get(name)
+    if m is None:
+        raise UnknownModel(f"Unknown model {name!r}; known: {sorted(registry.models)}.")
+    if why := m.variant_error(variant):
+        raise BadRequest(why)
+    if not m.card.output_names("probs"):
+        raise BadRequest(f"{name} is a feature extractor, not a classifier.")
+    return m
+
+
+def answer(model: ServedModel, image: Any, variant: str = DEFAULT_VARIANT, cam: bool = False) -> Answer:
+    """One image (PIL, array or decoded upload) through one model: preprocessing by the card's
+    policy, the model, the card's decision rule and input checks. Raises
+    convscope.preprocess.InputError (with a message for the user) for input it cannot use."""
+    t = time.perf_counter()
+    warnings = INPUT_WARNINGS.get(model.card.input["preprocess"], lambda _: [])(image)
+    x = model.prepare(image)
+    want_cam = cam and bool(model.card.output_names("cam"))
+    outs = model.run(["probs", "cam"] if want_cam else ["probs"], x[None], variant)
+    probs = outs[0][0]
+    decision = decide(probs, model.card)
+    return Answer(model, model.resolve(variant), x, probs, decision, (time.perf_counter() - t) * 1e3, warnings,
+                  np.maximum(outs[1][0][decision.index], 0) if want_cam else None)
+
+
+def read_upload(data: bytes) -> Any:
+    """An upload's bytes -> a decoded image (DICOM included), refusing empty and oversized files.
+    The one upload reader: every door hands its file's bytes here."""
+    if not data:
+        raise BadRequest("The uploaded file is empty.")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BadRequest(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.", status=413)
+    return read_image(data)
+
+
+def answer_bytes(model: ServedModel, data: bytes, variant: str = DEFAULT_VARIANT, cam: bool = False) -> Answer:
+    """:func:`answer` for a file's bytes; decoding counts in the latency."""
+    t = time.perf_counter()
+    a = answer(model, read_upload(data), variant, cam)
+    a.latency_ms = (time.perf_counter() - t) * 1e3
+    return a
