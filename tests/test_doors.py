@@ -30,7 +30,7 @@ def scribble(seed: int = 4) -> bytes:
 FILES = {
     "drawn digit": ("digit_7.png", (REPO / "examples" / "digit_7.png").read_bytes()),
     "scribble": ("scribble.png", scribble()),
-    "photo": ("cat.jpg", next((REPO / "examples" / "photos").glob("*.jpg")).read_bytes()),
+    "photo": ("cat.jpg", (REPO / "examples" / "photos" / "cat_chelsea.jpg").read_bytes()),
     "x-ray film": ("film.png", save(Image.fromarray(film(3)), "PNG")),
 }
 
