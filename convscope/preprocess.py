@@ -261,7 +261,7 @@ def cifar_photo(img: np.ndarray | Image.Image | None, size: int = 32) -> np.ndar
 
 XRAY_SIDE = 224
 # Warnings for images that do not look like a frontal chest X-ray (tuned on the training films and
-# on the corpus in tests/test_xray_input.py): the model answers anyway, so the user must be told.
+# on the corpus in tests/test_xray.py): the model answers anyway, so the user must be told.
 XRAY_MAX_COLOUR = 24.0  # mean (max - min) over R, G, B, of 255: radiographs are gray
 XRAY_ASPECT = (0.5, 2.0)  # width / height; chest films are about 0.8-1.4
 XRAY_MIN_STD = 12.0  # of 255: less spread than this is a nearly uniform picture, not a radiograph
@@ -428,7 +428,11 @@ def xray_gray(img: np.ndarray | Image.Image | None) -> np.ndarray:
 
 def xray_image(img: np.ndarray | Image.Image | None, size: int = XRAY_SIDE) -> np.ndarray:
     """What an X-ray model sees: the whole film squashed to size x size (no crop: both training
-    sets were made this way, aspect ratio not kept), Lanczos. Returns uint8 (size, size, 1)."""
+    sets were made this way, aspect ratio not kept), Lanczos. 8-bit films keep their values;
+    12-16-bit, 32-bit and float data are windowed from their minimum to their maximum to 8 bits;
+    DICOM: modality LUT, then the file's VOI LUT or window, MONOCHROME1 inverted.
+
+    Returns uint8 (size, size, 1)."""
     gray = xray_gray(img)
     return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.LANCZOS))[..., None]
 
@@ -454,6 +458,12 @@ def xray_warnings(img: np.ndarray | Image.Image | None) -> list[str]:
     if std < XRAY_MIN_STD:
         out.append(f"The image is nearly uniform (contrast {std:.1f} of 255): there is little to see.")
     return out
+
+
+def policy_note(name: str) -> str:
+    """A preprocessing policy in one paragraph, for model cards: its function's docstring, so
+    the card says what the code does."""
+    return " ".join((PREPROCESSORS[name].__doc__ or "").split())
 
 
 PREPROCESSORS = {"mnist_digit": mnist_digit, "imagenet_center": imagenet_center, "cifar_photo": cifar_photo,

@@ -16,6 +16,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -223,7 +224,7 @@ def write_baseline(recipe, ckpt: dict, metrics: dict, cal: dict | None, models_d
     return out
 
 
-def main(argv: list[str] | None = None) -> ModelCard | dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="recipe name or path to a checkpoint .pt")
@@ -231,7 +232,12 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
     p.add_argument("--models-dir", default=str(REPO / "models"))
     p.add_argument("--checkpoints-dir", default=str(REPO / "checkpoints"))
     p.add_argument("--smoke", action="store_true", help="synthetic 'test set' (for tests of this script)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> ModelCard | dict:
+    """Export one checkpoint (or a published reference) to models/: ONNX file, variants, card."""
+    args = parse_args(argv)
     if args.target in REFERENCES:  # published weights, not a training run
         card = export_imagenet_stem(args.data_dir, Path(args.models_dir), Path(args.checkpoints_dir))
         print(json.dumps({"model": card.file, "parity_max_abs_diff": card.parity["max_abs_diff"],
@@ -250,9 +256,9 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
     test = (synthetic_split(recipe.dataset, SMOKE_SIZES.get(recipe.dataset, 200), seed=1) if args.smoke
             else load_split(recipe.dataset, INPUT_SPECS[recipe.dataset]["test_split"], data_dir=args.data_dir))
     calibrated = recipe.dataset in PREDEFINED_VAL  # X-ray: temperature and threshold fitted on validation
+    val = temperature = None
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp) / f"{recipe.name}.onnx"
-        cal = None
         if calibrated:  # fit T on the raw net's validation probabilities, then export with T inside the graph
             net.temperature.fill_(1.0)  # a shipped checkpoint carries its T: start from the raw net
             val = (synthetic_split(recipe.dataset, 48, seed=3) if args.smoke
@@ -266,15 +272,7 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         sess = make_session(tmp_path, threads=2)
         parity = check_parity(wrapper, sess, test.x[:16 if calibrated else 64])
         probs = predict_probs(sess, test.x)
-        metrics = {"dataset": recipe.dataset, "split": "synthetic" if args.smoke else "test",
-                   "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"}
-        if calibrated:
-            xm, cal = clinical.evaluate(predict_probs(sess, val.x), val.y, probs, test.y, test.labels, temperature)
-            metrics |= xm | {"labels": test.labels}
-            extras = xray_extras(recipe, sess, args, metrics, ckpt.get("history", []), ckpt.get("config", {}))
-            metrics |= extras
-        else:
-            metrics |= classification_metrics(probs, test.y, test.labels, recipe.reject_below) | {"labels": test.labels}
+        metrics, cal = measure(recipe, sess, args, ckpt, test, probs, (val, temperature) if calibrated else None)
         if recipe.tab == "none":  # a baseline measured for another card, not served
             return write_baseline(recipe, ckpt, metrics, cal, Path(args.models_dir))
         lat = latency_ms(tmp_path, test.x)
@@ -289,21 +287,7 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         graph_bytes = model.graph.SerializeToString()
 
         stem = models_dir / recipe.name
-        run_dir = ckpt_path.parent if ckpt_path.name in ("last.pt", "best.pt") else None
-        artifacts = {}
-        if run_dir and (run_dir / "curves.png").exists():
-            shutil.copy(run_dir / "curves.png", f"{stem}.curves.png")
-            artifacts["curves"] = f"{recipe.name}.curves.png"
-        elif Path(f"{stem}.curves.png").exists():
-            artifacts["curves"] = f"{recipe.name}.curves.png"
-        plots.plot_confusion(np.array(metrics["confusion"]), test.labels, Path(f"{stem}.confusion.png"),
-                             f"{recipe.name}: {metrics['split']} set, ONNX Runtime"
-                             + (f", threshold {cal['threshold']:.2f}" if cal and cal["threshold"] is not None else ""))
-        artifacts["confusion"] = f"{recipe.name}.confusion.png"
-        if cal:
-            clinical.roc_figure(probs, test.y, test.labels, cal, Path(f"{stem}.roc.png"),
-                                f"{recipe.name}: ROC, {metrics['split']} set (n={len(test.y)})")
-            artifacts["roc"] = f"{recipe.name}.roc.png"
+        artifacts = write_figures(recipe, ckpt_path, stem, metrics, test, probs, cal)
 
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         card = build_card(recipe, ckpt, net, wrapper, tmp_path, metrics, parity, lat, opset, artifacts, variants, cal)
@@ -326,14 +310,56 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         # the weights as shipped: with the temperature fitted at export, so torch and ONNX agree
         torch.save(weights_only(ckpt, net), ckpt_dir / f"{recipe.name}.pt")
-    print(json.dumps({"model": f"{stem}.onnx", "accuracy": card.metrics["accuracy"],
-                      "n": card.metrics["n"], "parity_max_abs_diff": parity["max_abs_diff"],
-                      "params": card.params, "flops": card.flops,
-                      "latency_ms_b1": round(lat["median_ms"], 3),
-                      "variants": {k: {"accuracy": v["accuracy"], "shipped": v["shipped"],
-                                       "latency_ms_b1": round(v["latency"]["median_ms"], 3)}
-                                   for k, v in card.variants.items()}}, indent=1))
+    print(json.dumps(summary(card, f"{stem}.onnx"), indent=1))
     return card
+
+
+def summary(card: ModelCard, path: str) -> dict:
+    """What export prints: the file and the figures its card states."""
+    return {"model": path, "accuracy": card.metrics["accuracy"], "n": card.metrics["n"],
+            "parity_max_abs_diff": card.parity["max_abs_diff"], "params": card.params, "flops": card.flops,
+            "latency_ms_b1": round(card.artifacts["latency"]["median_ms"], 3),
+            "variants": {k: {"accuracy": v["accuracy"], "shipped": v["shipped"],
+                             "latency_ms_b1": round(v["latency"]["median_ms"], 3)}
+                         for k, v in card.variants.items()}}
+
+
+def measure(recipe: Any, sess: Any, args: argparse.Namespace, ckpt: dict, test: Any, probs: np.ndarray,
+            calibration: tuple | None) -> tuple[dict, dict | None]:
+    """The card's metrics of the exported file on the test split, and for calibrated (X-ray)
+    recipes the calibration section: ``calibration`` is (validation split, temperature)."""
+    metrics = {"dataset": recipe.dataset, "split": "synthetic" if args.smoke else "test",
+               "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"}
+    if calibration is None:
+        m = classification_metrics(probs, test.y, test.labels, recipe.reject_below)
+        return metrics | m | {"labels": test.labels}, None
+    val, temperature = calibration
+    xm, cal = clinical.evaluate(predict_probs(sess, val.x), val.y, probs, test.y, test.labels, temperature)
+    metrics |= xm | {"labels": test.labels}
+    metrics |= xray_extras(recipe, sess, args, metrics, ckpt.get("history", []), ckpt.get("config", {}))
+    return metrics, cal
+
+
+def write_figures(recipe: Any, ckpt_path: Path, stem: Path, metrics: dict, test: Any, probs: np.ndarray,
+                  cal: dict | None) -> dict:
+    """The card's figures next to the model: training curves (from the run), the confusion matrix
+    and, for calibrated models, the ROC, both measured on the ONNX file; returns their names."""
+    run_dir = ckpt_path.parent if ckpt_path.name in ("last.pt", "best.pt") else None
+    artifacts = {}
+    if run_dir and (run_dir / "curves.png").exists():
+        shutil.copy(run_dir / "curves.png", f"{stem}.curves.png")
+        artifacts["curves"] = f"{recipe.name}.curves.png"
+    elif Path(f"{stem}.curves.png").exists():
+        artifacts["curves"] = f"{recipe.name}.curves.png"
+    plots.plot_confusion(np.array(metrics["confusion"]), test.labels, Path(f"{stem}.confusion.png"),
+                         f"{recipe.name}: {metrics['split']} set, ONNX Runtime"
+                         + (f", threshold {cal['threshold']:.2f}" if cal and cal["threshold"] is not None else ""))
+    artifacts["confusion"] = f"{recipe.name}.confusion.png"
+    if cal:
+        clinical.roc_figure(probs, test.y, test.labels, cal, Path(f"{stem}.roc.png"),
+                            f"{recipe.name}: ROC, {metrics['split']} set (n={len(test.y)})")
+        artifacts["roc"] = f"{recipe.name}.roc.png"
+    return artifacts
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Regenerate README.md's results table from the model cards (never typed by hand).
+"""Regenerate the tables of README.md and docs/ from the model cards (never typed by hand).
 
-    python scripts/update_readme.py          # rewrite the block between the markers
-    python scripts/update_readme.py --check  # exit 1 if the README is out of date (a test runs this)
+    python scripts/update_readme.py          # rewrite the blocks between the markers
+    python scripts/update_readme.py --check  # exit 1 if a page is out of date (a test runs this)
 """
 
 from __future__ import annotations
@@ -108,29 +108,41 @@ def xray_table(models_dir: Path = REPO / "models") -> str:
     return "\n".join(out + (["", *notes] if notes else []))
 
 
-def render(readme: str) -> str:
-    for start, end, make in ((START, END, table), (CMP_START, CMP_END, comparison),
-                             (XRAY_START, XRAY_END, xray_table)):
-        if start in readme:
-            head, rest = readme.split(start, 1)
+BLOCKS = {  # page -> the generated blocks it holds
+    "README.md": ((START, END, table),),
+    "docs/cifar.md": ((CMP_START, CMP_END, comparison),),
+    "docs/xray.md": ((XRAY_START, XRAY_END, xray_table),),
+}
+
+
+def render(text: str, blocks: tuple = tuple(b for bs in BLOCKS.values() for b in bs)) -> str:
+    for start, end, make in blocks:
+        if start in text:
+            head, rest = text.split(start, 1)
             _, tail = rest.split(end, 1)
-            readme = f"{head}{start}\n{make()}\n{end}{tail}"
-    return readme
+            text = f"{head}{start}\n{make()}\n{end}{tail}"
+    return text
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
-    path = REPO / "README.md"
-    old = path.read_text()
-    new = render(old)
-    if args.check:
-        if new != old:
-            print("README.md results table is out of date: run python scripts/update_readme.py")
+    stale = []
+    for page, blocks in BLOCKS.items():
+        path = REPO / page
+        old = path.read_text()
+        new = render(old, blocks)
+        if any(start not in old for start, _, _ in blocks):
+            print(f"{page} lacks a generated block's marker")
             return 1
-        return 0
-    path.write_text(new)
+        if new != old:
+            stale.append(page)
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print(f"out of date: {', '.join(stale)}: run python scripts/update_readme.py")
+        return 1
     return 0
 
 

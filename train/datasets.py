@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope.preprocess import policy_note
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 
@@ -286,40 +288,34 @@ LOADERS = {
 PREDEFINED_VAL = {"xray2", "xray3"}
 SMOKE_SIZES = {"xray2": 48, "xray3": 48}  # 224 px EfficientNet: a few dozen images are seconds
 
-XRAY_NOTE = ("the whole radiograph, squashed to 224x224 without cropping (aspect ratio not kept, as in both "
-             "training sets); DICOM: modality LUT, then VOI LUT / window, MONOCHROME1 inverted; 16-bit or "
-             "12-bit data: 0.5-99.5 percentile window to 8 bits; see convscope/preprocess.py")
-
 # What the model card says about each dataset's input: the app's preprocessing policy
 # (a function name in convscope.preprocess), the pixel format, and where the data came from.
 INPUT_SPECS = {
     "mnist": {
         "preprocess": "mnist_digit",
         "color": "grayscale, white ink (255) on black (0): MNIST polarity",
-        "note": "ink -> bounding box -> fit into 20x20 keeping aspect -> centre of mass at the "
-                "centre of 28x28 (the MNIST procedure), see convscope/preprocess.py",
+        "note": policy_note("mnist_digit"),
         "data_source": MNIST_SOURCE,
         "test_split": "test",
     },
     "cifar10": {
         "preprocess": "cifar_photo",
         "color": "RGB",
-        "note": "centre crop to a square, then resize to 32x32 with an area filter (CIFAR's photos "
-                "are small, roughly centred objects), see convscope/preprocess.py",
+        "note": policy_note("cifar_photo"),
         "data_source": CIFAR_SOURCE,
         "test_split": "test",
     },
     "xray2": {
         "preprocess": "xray_image",
         "color": "grayscale (one channel), the radiograph's own polarity: bone and fluid bright",
-        "note": XRAY_NOTE,
+        "note": policy_note("xray_image"),
         "data_source": KERMANY_SOURCE,
         "test_split": "test",
     },
     "xray3": {
         "preprocess": "xray_image",
         "color": "grayscale (one channel), the radiograph's own polarity: bone and fluid bright",
-        "note": XRAY_NOTE,
+        "note": policy_note("xray_image"),
         "data_source": KERMANY_SOURCE + " + " + COVID_SOURCE,
         "test_split": "test",
     },

@@ -2,9 +2,10 @@
 
 Writes into ``runs/<recipe>/``: ``last.pt`` every epoch (full state, for ``--resume``),
 ``metrics.json``, ``curves.png``, ``confusion.png`` (validation) and ``log.txt`` lines.
-The exported model is always the last epoch: recipes use a one-cycle schedule that ends at a
-tiny learning rate, so the last epoch is the finished model, and the test set is never used to
-pick anything.
+Which epoch is exported: the last one, unless the recipe sets ``keep_best`` (then ``best.pt``,
+the epoch of lowest validation loss, refitted on the recipe's ``refit_decay`` if it has one).
+Most recipes use a one-cycle schedule that ends at a tiny learning rate, so their last epoch is
+the finished model. The test set is never used to pick anything.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import math
 import platform
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -342,6 +344,133 @@ def load_data(recipe: Recipe, cfg: Config, data_dir: str | None, download: bool)
     return split_train_val(full, cfg.val_size, cfg.seed)
 
 
+def _start_net(recipe: Recipe, cfg: Config, train: Any, data_dir: str | None, resuming: bool) -> nn.Module:
+    """The recipe's net, initialised as the recipe says (data-dependent init, ImageNet weights, a
+    linear probe) unless a checkpoint is about to replace its weights."""
+    net = nets.build(recipe.arch, **recipe.arch_kwargs).to(memory_format=torch.channels_last)
+    if hasattr(net, "init_from_data") and not resuming:  # e.g. patch whitening from training images
+        net.init_from_data(to_float_nchw(train.x[:5000]))
+    if recipe.pretrained and not resuming and not cfg.smoke:  # transfer learning (smoke: random init, no files)
+        net.init_imagenet(str(resolve_data_dir(data_dir) / recipe.pretrained))
+    if cfg.probe_decay and not resuming:
+        linear_probe(net, train, cfg.probe_decay)
+    return net
+
+
+def _resume(ckpt_path: Path, cfg: Config, net: nn.Module, opt: Any, sched: Any, lookahead: Any) -> tuple:
+    """Load the last checkpoint into net, optimiser, schedule and lookahead; returns (history,
+    epochs done, training seconds so far)."""
+    state = torch.load(ckpt_path, weights_only=False)
+    if not same_training(state["config"], cfg):
+        raise SystemExit(f"--resume: {ckpt_path} was trained with a different config; "
+                         "pass the same flags or start a fresh run directory")
+    net.load_state_dict(state["state_dict"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if lookahead:
+        lookahead.avg = state["lookahead"]
+    print(f"resumed from {ckpt_path} at epoch {state['epoch']}")
+    return state["history"], state["epoch"], state["train_time_s"]
+
+
+@dataclass
+class Trainer:
+    """What one epoch of training needs: the net, its optimiser and schedule, and the data."""
+
+    net: nn.Module
+    opt: Any
+    sched: Any
+    lookahead: Any
+    train: Any
+    cfg: Config
+    frozen: list
+    per_epoch: int
+    total_steps: int
+    base_flip: torch.Tensor  # airbench's flips: a fixed random half, all of them flipped every other epoch
+
+    def epoch(self, epoch: int, n_epochs: int) -> tuple[float, float]:
+        """Train one epoch; returns (mean loss, accuracy) on its training batches."""
+        cfg, net, train = self.cfg, self.net, self.train
+        net.train()
+        for m in self.frozen:  # frozen batch norms keep their pretrained statistics
+            m.eval()
+        if cfg.whiten_bias_epochs and hasattr(net, "whiten"):
+            net.whiten.bias.requires_grad_(epoch < cfg.whiten_bias_epochs)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # resumable shuffles
+        order = torch.randperm(len(train), generator=gen).numpy()
+        steps = min(self.per_epoch, self.total_steps - epoch * self.per_epoch)
+        seen, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{n_epochs}", leave=False, mininterval=2.0, disable=None)
+        for step in bar:
+            idx = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+            x = random_jitter(random_affine(to_float_nchw(train.x[idx]), cfg, gen), cfg.jitter, gen)
+            x = random_resample(x, cfg.resample, gen)
+            if cfg.flip or cfg.crop_pad:
+                flips = (self.base_flip[idx] ^ bool(epoch % 2)) if cfg.flip else None
+                x = flip_crop(x, flips, cfg.crop_pad, gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = torch.from_numpy(train.y[idx])
+            logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            if self.lookahead:
+                self.lookahead.step(net, epoch * self.per_epoch + step + 1)
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+        return loss_sum / seen, correct / seen
+
+
+def _log(line: str, log: Any) -> None:
+    print(line, flush=True)
+    print(line, file=log, flush=True)
+
+
+def _finish_kept(net: nn.Module, train: Any, val: Any, cfg: Config, state: dict, out_dir: Path, log: Any) -> None:
+    """best.pt gets the whole run's curves, and the refit (when the recipe asks) acts on the kept
+    epoch: best.pt, or the last epoch when keep_best is off."""
+    best_path = out_dir / "best.pt"
+    if cfg.keep_best and best_path.exists():
+        best = torch.load(best_path, weights_only=False)
+        if len(best["history"]) < len(state["history"]):
+            best["history"] = state["history"]
+            torch.save(best, best_path)
+    if not cfg.refit_decay:
+        return
+    kept = torch.load(best_path, weights_only=False) if best_path.exists() else {
+        k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "lookahead")}
+    # a second --resume keeps the first refit and its record (refitting again would report the
+    # refit weights as "before")
+    if kept.get("refit", {}).get("decay") != cfg.refit_decay:
+        net.load_state_dict(kept["state_dict"])
+        kept["refit"] = refit(net, train, val, cfg)
+        kept["state_dict"], kept["config"] = net.state_dict(), asdict(cfg)
+        torch.save(kept, best_path)
+    r = kept["refit"]
+    _log(f"refit: val loss {r['val_loss_before']:.4f} -> {r['val_loss_after']:.4f}, "
+         f"acc {r['val_acc_before']:.4f} -> {r['val_acc_after']:.4f}"
+         + (f", calibrated NLL {r['val_nll_calibrated_before']:.4f} -> {r['val_nll_calibrated_after']:.4f}: "
+            f"{'kept' if r['kept'] else 'not kept'}" if "kept" in r else ""), log)
+
+
+def _write_metrics(recipe: Recipe, cfg: Config, state: dict, net: nn.Module, labels: list[str],
+                   out_dir: Path) -> dict:
+    metrics = {"recipe": recipe.name, "config": state["config"], "history": state["history"],
+               "final": state["history"][-1], "train_time_s": state["train_time_s"],
+               "machine": state["machine"], "params": nets.count_params(net),
+               "val_confusion": state["val_confusion"]}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    plots.plot_curves(metrics["history"], out_dir / "curves.png", f"{recipe.title}: training curves",
+                      cfg.label_smoothing)
+    plots.plot_confusion(np.array(state["val_confusion"]), labels, out_dir / "confusion.png",
+                         f"{recipe.name}: validation confusion")
+    return metrics
+
+
 def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
         resume: bool = False, download: bool = False) -> dict:
     """Train ``recipe`` with ``cfg``; returns the final metrics dict (also in metrics.json)."""
@@ -349,36 +478,18 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     train, val = load_data(recipe, cfg, data_dir, download)
-    net = nets.build(recipe.arch, **recipe.arch_kwargs).to(memory_format=torch.channels_last)
-    per_epoch = len(train) // cfg.batch_size if cfg.drop_last else math.ceil(len(train) / cfg.batch_size)
-    total_steps = math.ceil(cfg.epochs * per_epoch)
-    history: list[dict] = []
-    start_epoch, train_time = 0, 0.0
     ckpt_path = out_dir / "last.pt"
     resuming = resume and ckpt_path.exists()
-    if hasattr(net, "init_from_data") and not resuming:  # e.g. patch whitening from training images
-        net.init_from_data(to_float_nchw(train.x[:5000]))
-    if recipe.pretrained and not resuming and not cfg.smoke:  # transfer learning (smoke: random init, no files)
-        net.init_imagenet(str(resolve_data_dir(data_dir) / recipe.pretrained))
-    if cfg.probe_decay and not resuming:
-        linear_probe(net, train, cfg.probe_decay)
+    net = _start_net(recipe, cfg, train, data_dir, resuming)
+    per_epoch = len(train) // cfg.batch_size if cfg.drop_last else math.ceil(len(train) / cfg.batch_size)
+    total_steps = math.ceil(cfg.epochs * per_epoch)
     frozen = net.freeze_early(cfg.freeze_stages) if cfg.freeze_stages else []
     opt, sched = make_optimizer(net, cfg, total_steps)
     lookahead = Lookahead(net, total_steps, cfg.lookahead_every) if cfg.lookahead_every else None
-    if resuming:
-        state = torch.load(ckpt_path, weights_only=False)
-        if not same_training(state["config"], cfg):
-            raise SystemExit(f"--resume: {ckpt_path} was trained with a different config; "
-                             "pass the same flags or start a fresh run directory")
-        net.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if lookahead:
-            lookahead.avg = state["lookahead"]
-        history, start_epoch, train_time = state["history"], state["epoch"], state["train_time_s"]
-        print(f"resumed from {ckpt_path} at epoch {start_epoch}")
-    # airbench's flips: a fixed random half of the images, and all of them flipped every other epoch
+    history, start_epoch, train_time = (_resume(ckpt_path, cfg, net, opt, sched, lookahead) if resuming
+                                        else ([], 0, 0.0))
     base_flip = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.seed)) < 0.5
+    trainer = Trainer(net, opt, sched, lookahead, train, cfg, frozen, per_epoch, total_steps, base_flip)
 
     log = (out_dir / "log.txt").open("a")
     print(f"{recipe.name}: {nets.count_params(net):,} params, {len(train)} train / {len(val)} val, "
@@ -386,49 +497,16 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
     n_epochs = math.ceil(cfg.epochs)
     for epoch in range(start_epoch, n_epochs):
         t0 = time.perf_counter()
-        net.train()
-        for m in frozen:  # frozen batch norms keep their pretrained statistics
-            m.eval()
-        if cfg.whiten_bias_epochs and hasattr(net, "whiten"):
-            net.whiten.bias.requires_grad_(epoch < cfg.whiten_bias_epochs)
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # resumable shuffles
-        order = torch.randperm(len(train), generator=gen).numpy()
-        steps = min(per_epoch, total_steps - epoch * per_epoch)
-        seen, correct, loss_sum = 0, 0, 0.0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{n_epochs}", leave=False,
-                   mininterval=2.0, disable=None)
-        for step in bar:
-            idx = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            x = random_jitter(random_affine(to_float_nchw(train.x[idx]), cfg, gen), cfg.jitter, gen)
-            x = random_resample(x, cfg.resample, gen)
-            if cfg.flip or cfg.crop_pad:
-                flips = (base_flip[idx] ^ bool(epoch % 2)) if cfg.flip else None
-                x = flip_crop(x, flips, cfg.crop_pad, gen)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(train.y[idx])
-            logits = net(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if lookahead:
-                lookahead.step(net, epoch * per_epoch + step + 1)
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+        train_loss, train_acc = trainer.epoch(epoch, n_epochs)
         train_time += time.perf_counter() - t0
         ev = evaluate(net, val)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                "val_loss": ev["loss"], "val_acc": ev["acc"], "lr": sched.get_last_lr()[-1],
                "epoch_time_s": time.perf_counter() - t0, "train_time_s": train_time}
         history.append(row)
-        line = (f"epoch {epoch + 1:3d}/{n_epochs}  train loss {row['train_loss']:.4f} acc "
-                f"{row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
-                f"{row['epoch_time_s']:.1f}s (total {train_time / 60:.1f} min)")
-        print(line, flush=True)
-        print(line, file=log, flush=True)
+        _log(f"epoch {epoch + 1:3d}/{n_epochs}  train loss {row['train_loss']:.4f} acc "
+             f"{row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
+             f"{row['epoch_time_s']:.1f}s (total {train_time / 60:.1f} min)", log)
         state = {"arch": recipe.arch, "arch_kwargs": recipe.arch_kwargs, "recipe": recipe.name,
                  "state_dict": net.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "config": asdict(cfg), "history": history,
@@ -439,39 +517,8 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
         if cfg.keep_best and row["val_loss"] <= min(h["val_loss"] for h in history):
             torch.save({k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "lookahead")},
                        out_dir / "best.pt")
-
     state = torch.load(ckpt_path, weights_only=False)
-    best_path = out_dir / "best.pt"
-    if cfg.keep_best and best_path.exists():  # the kept epoch carries the whole run's curves
-        best = torch.load(best_path, weights_only=False)
-        if len(best["history"]) < len(state["history"]):
-            best["history"] = state["history"]
-            torch.save(best, best_path)
-    if cfg.refit_decay:  # on the kept epoch (best.pt, written here when keep_best is off)
-        kept = torch.load(best_path, weights_only=False) if best_path.exists() else {
-            k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "lookahead")}
-        # a second --resume keeps the first refit and its record (refitting again would report the
-        # refit weights as "before")
-        if kept.get("refit", {}).get("decay") != cfg.refit_decay:
-            net.load_state_dict(kept["state_dict"])
-            kept["refit"] = refit(net, train, val, cfg)
-            kept["state_dict"], kept["config"] = net.state_dict(), asdict(cfg)
-            torch.save(kept, best_path)
-        r = kept["refit"]
-        line = (f"refit: val loss {r['val_loss_before']:.4f} -> {r['val_loss_after']:.4f}, "
-                f"acc {r['val_acc_before']:.4f} -> {r['val_acc_after']:.4f}"
-                + (f", calibrated NLL {r['val_nll_calibrated_before']:.4f} -> {r['val_nll_calibrated_after']:.4f}: "
-                   f"{'kept' if r['kept'] else 'not kept'}" if "kept" in r else ""))
-        print(line, flush=True)
-        print(line, file=log, flush=True)
-    metrics = {"recipe": recipe.name, "config": state["config"], "history": state["history"],
-               "final": state["history"][-1], "train_time_s": state["train_time_s"],
-               "machine": state["machine"], "params": nets.count_params(net),
-               "val_confusion": state["val_confusion"]}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    plots.plot_curves(metrics["history"], out_dir / "curves.png", f"{recipe.title}: training curves",
-                      cfg.label_smoothing)
-    plots.plot_confusion(np.array(state["val_confusion"]), train.labels, out_dir / "confusion.png",
-                         f"{recipe.name}: validation confusion")
+    _finish_kept(net, train, val, cfg, state, out_dir, log)
+    metrics = _write_metrics(recipe, cfg, state, net, train.labels, out_dir)
     log.close()
     return metrics

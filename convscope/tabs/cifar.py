@@ -20,7 +20,7 @@ from convscope import visualize as viz
 from convscope.answers import Answer, answer
 from convscope.card_text import CLASSIC_ARCHS, COMPARISON_HEADERS, article, comparison_rows, variant_note
 from convscope.preprocess import EmptyInput, InputError
-from convscope.runtime import DEFAULT_VARIANT, Registry
+from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
 from convscope.tabs.common import SafeImage, tab_models, variant_for, variant_radio
 
 TAB = "cifar10"
@@ -104,7 +104,11 @@ def build(registry: Registry) -> None:
                     if m.card.training.get("fit_analysis")]
         if analyses:
             gr.Markdown("\n\n".join(analyses))
+    classify_image_api(by_name, default)
 
+
+def classify_image_api(by_name: dict[str, ServedModel], default: str) -> None:
+    """The named endpoint ``classify_image``: a photo, a model and a variant in, the answer out."""
     def classify_image(image: Image.Image | None, model: str = default, variant: str = DEFAULT_VARIANT) -> dict:
         """The answer for a photo (any size; centred square, 32x32), as REST gives it: ``label``
         is null when the card's rule says it may show none of the classes (reject_below), with

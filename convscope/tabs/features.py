@@ -10,6 +10,7 @@ playground (convscope.convmath).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,140 @@ def build(registry: Registry) -> None:
             playground.build()
 
 
+@dataclass
+class StageSlot:
+    """The components that show one conv stage (the tab has MAX_STAGES of them)."""
+
+    group: gr.Group
+    info: gr.Markdown
+    grid: gr.Image
+    legend: gr.Image
+    big: gr.Image
+    in_ch: gr.Slider
+    filt_note: gr.Markdown
+    filt: gr.Image
+
+    def components(self) -> list:
+        return [self.group, self.info, self.grid, self.legend, self.big, self.in_ch, self.filt_note, self.filt]
+
+
+HIDDEN_STAGE = [gr.update(visible=False)] + [gr.update()] * (len(fields(StageSlot)) - 1)
+NOT_ONE_BANK = ("No single filter bank computes this stage: it concatenates parallel branches "
+                "(an inception block's 1×1, 3×3, factorised 5×5 and pooling paths).")
+
+
+def stage_slot(i: int) -> StageSlot:
+    with gr.Group(visible=False) as group:
+        info = gr.Markdown()
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                grid_img = gr.Image(show_label=False, interactive=False, format="png", elem_id=f"fm-grid-{i}",
+                                    buttons=["fullscreen"])
+                legend = gr.Image(show_label=False, interactive=False, format="png", height=50, buttons=[])
+            with gr.Column(scale=1, min_width=200):
+                big = gr.Image(label="Channel (click the grid)", interactive=False, format="png",
+                               elem_id=f"fm-big-{i}")
+        with gr.Accordion("Filters that produce this stage", open=i == 0):
+            with gr.Row():
+                in_ch = gr.Slider(0, 1, 0, step=1, label="Input channel to show")
+            filt_note = gr.Markdown()
+            filt_img = gr.Image(show_label=False, interactive=False, format="png", buttons=["fullscreen"])
+    return StageSlot(group, info, grid_img, legend, big, in_ch, filt_note, filt_img)
+
+
+def stage_update(ins: Inspection, stage: dict) -> list:
+    """The values of one StageSlot's components for a rendered stage."""
+    w = ins.filters.get(stage["name"])
+    if w is not None:
+        fimg, m_abs, what = viz.filter_grid(w, 0)
+        fnote = filter_note(w, m_abs, what)
+        ch = gr.update(maximum=max(w.shape[1] - 1, 1), value=0, visible=w.shape[1] > 1 and w.shape[1] != 3)
+    else:
+        fimg, ch, fnote = None, gr.update(visible=False), NOT_ONE_BANK
+    return [gr.update(visible=True), stage["info"], stage["grid"], stage["legend"], enlarge(ins, stage["name"], 0),
+            ch, fnote, fimg]
+
+
+def layer_rows(m: ServedModel) -> list[list]:
+    return [[r["op"], str(r["shape"]), f"{r['params']:,}", f"{r['flops']:,}",
+             "whole input" if r["receptive_field"] is None else r["receptive_field"]]
+            for r in m.card.layers]
+
+
+def inspect_view(m: ServedModel, value: Any, cls: str | None, alpha: float) -> list:
+    """Every output of the inspector for one (model, input): state, what the model saw, status,
+    top-3, CAM and its class picker and note, the layer table, then each StageSlot's values."""
+    has_cam = bool(m.card.output_names("cam"))
+    labels_dd = gr.update(choices=["(predicted)", *m.card.labels], value=cls if cls else "(predicted)",
+                          interactive=has_cam)
+    note = "" if has_cam else ("This model has no global-average-pool classifier head, so it has no "
+                               "exact class-activation map.")
+    empty = [None, "✏️ Draw a digit or upload an image.", None, None, labels_dd, note, layer_rows(m)]
+    try:
+        t = time.perf_counter()
+        ins = inspect(m, sketch_image(value))
+        r = render(ins, cls, alpha)
+        ms = (time.perf_counter() - t) * 1e3
+    except (InputError, CardError) as e:  # CardError: the file changed since start-up (its whole graph is read now)
+        if not isinstance(e, EmptyInput):
+            empty[1] = f"⚠️ {e}"
+        return [None, *empty, *HIDDEN_STAGE * MAX_STAGES]
+    stages = [x for i in range(MAX_STAGES)
+              for x in (stage_update(ins, r["stages"][i]) if i < len(r["stages"]) else HIDDEN_STAGE)]
+    seen_img = viz.upscale(ins.image[..., 0] if ins.image.shape[2] == 1 else ins.image, 168)
+    cam_text = note or f"Where the evidence for **{r.get('cam_class')}** is (bright = more)."
+    return [ins, seen_img, f"All maps computed in {ms:.0f} ms.", r["top"], r["cam"], labels_dd, cam_text,
+            layer_rows(m), *stages]
+
+
+def wire_stage(slot: StageSlot, i: int, state: gr.State) -> None:
+    """Click a grid tile to enlarge its channel; move the slider to see another input channel's filters."""
+    def pick(ins: Inspection | None, evt: gr.SelectData):
+        if ins is None or i >= len(ins.stages):
+            return gr.update()
+        name = list(ins.stages)[i]
+        maps = ins.stages[name]
+        side = viz.tile_side(maps.shape[1])
+        n = min(len(maps), MAX_CHANNELS)  # the grid shows at most MAX_CHANNELS tiles
+        ch = viz.grid_cell(evt.index[0], evt.index[1], side, side, viz.columns(n), n)
+        return gr.update() if ch is None else enlarge(ins, name, ch)
+
+    def refilter(ins: Inspection | None, c: float):
+        if ins is None or i >= len(ins.stages):
+            return gr.update(), gr.update()
+        w = ins.filters.get(list(ins.stages)[i])
+        if w is None:
+            return gr.update(), gr.update()
+        img, m_abs, what = viz.filter_grid(w, int(c))
+        return img, filter_note(w, m_abs, what)
+
+    slot.grid.select(pick, state, slot.big, api_visibility="private")
+    slot.in_ch.release(refilter, [state, slot.in_ch], [slot.filt, slot.filt_note], api_visibility="private")
+
+
+def feature_maps_api(models: dict[str, ServedModel], model_dd: gr.Dropdown) -> None:
+    """The named endpoint ``feature_maps``: a model and an image in, one grid per stage out."""
+    def feature_maps(model: str, image: Image.Image | None) -> list[tuple[Image.Image, str]]:
+        """Every exported stage of ``model`` for ``image``, one grid per stage (shared colour scale)."""
+        if model not in models:
+            raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(models)}.")
+        try:
+            r = render(inspect(models[model], image))
+        except (InputError, CardError) as e:
+            raise gr.Error(str(e)) from None
+        return [(s["grid"], f"{s['name']}: activations {s['lo']:.3g} to {s['hi']:.3g}") for s in r["stages"]]
+
+    api_image = SafeImage(visible=False, type="pil", image_mode=None)  # mode kept: preprocess decides
+    api_gallery = gr.Gallery(visible=False, format="png")
+    gr.Button(visible=False).click(feature_maps, [model_dd, api_image], api_gallery, api_name="feature_maps")
+
+
 def _build_inspector(models: dict[str, ServedModel]) -> None:
     ordered = sorted(models.values(), key=lambda m: (TABS.index(m.card.tab), m.name))  # classifiers first
     choices = [(f"{m.card.title} ({m.name})", m.name) for m in ordered]
-    first = choices[0][1]
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=280):
-            model_dd = gr.Dropdown(choices, value=first, label="Model", elem_id="fm-model")
+            model_dd = gr.Dropdown(choices, value=choices[0][1], label="Model", elem_id="fm-model")
             sketch = SafeSketchpad(label="Draw or upload", elem_id="fm-sketch", type="numpy", image_mode="RGBA",
                                   format="png", canvas_size=(280, 280), layers=False,
                                   sources=("upload", "clipboard"),
@@ -67,123 +195,20 @@ def _build_inspector(models: dict[str, ServedModel]) -> None:
                     opacity = gr.Slider(0, 1, 0.5, step=0.05, label="Heat-map opacity")
                 cam_note = gr.Markdown("")
     state = gr.State(None)
-    slots = []
-    for i in range(MAX_STAGES):
-        with gr.Group(visible=False) as group:
-            info = gr.Markdown()
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=3):
-                    grid_img = gr.Image(show_label=False, interactive=False, format="png", elem_id=f"fm-grid-{i}",
-                                        buttons=["fullscreen"])
-                    legend = gr.Image(show_label=False, interactive=False, format="png", height=50, buttons=[])
-                with gr.Column(scale=1, min_width=200):
-                    big = gr.Image(label="Channel (click the grid)", interactive=False, format="png",
-                                   elem_id=f"fm-big-{i}")
-            with gr.Accordion("Filters that produce this stage", open=i == 0):
-                with gr.Row():
-                    in_ch = gr.Slider(0, 1, 0, step=1, label="Input channel to show")
-                filt_note = gr.Markdown()
-                filt_img = gr.Image(show_label=False, interactive=False, format="png", buttons=["fullscreen"])
-        slots.append({"group": group, "info": info, "grid": grid_img, "legend": legend, "big": big,
-                      "in_ch": in_ch, "filt_note": filt_note, "filt": filt_img})
+    slots = [stage_slot(i) for i in range(MAX_STAGES)]
     with gr.Accordion("Architecture (read off the ONNX graph)", open=False):
         table = gr.Dataframe(headers=["op", "output shape", "params", "FLOPs", "receptive field"],
                              interactive=False, wrap=True, elem_id="fm-layers")
-
-    stage_outputs = [c for s in slots for c in (s["group"], s["info"], s["grid"], s["legend"], s["big"],
-                                                 s["in_ch"], s["filt_note"], s["filt"])]
-
-    def layer_rows(m: ServedModel) -> list[list]:
-        return [[r["op"], str(r["shape"]), f"{r['params']:,}", f"{r['flops']:,}",
-                 "whole input" if r["receptive_field"] is None else r["receptive_field"]]
-                for r in m.card.layers]
-
-    def run(name: str, value: Any, cls: str | None, alpha: float) -> list:
-        m = models[name]
-        has_cam = bool(m.card.output_names("cam"))
-        labels_dd = gr.update(choices=["(predicted)", *m.card.labels], value=cls if cls else "(predicted)",
-                              interactive=has_cam)
-        note = "" if has_cam else ("This model has no global-average-pool classifier head, so it has no "
-                                   "exact class-activation map.")
-        empty = [None, "✏️ Draw a digit or upload an image.", None, None, labels_dd, note,
-                 layer_rows(m)]
-        hidden = [gr.update(visible=False)] + [gr.update()] * 7
-        try:
-            t = time.perf_counter()
-            ins = inspect(m, sketch_image(value))
-            r = render(ins, cls, alpha)
-            ms = (time.perf_counter() - t) * 1e3
-        except (InputError, CardError) as e:  # CardError: the file changed since start-up (its whole graph is read now)
-            if not isinstance(e, EmptyInput):
-                empty[1] = f"⚠️ {e}"
-            return [None, *empty, *hidden * MAX_STAGES]
-        stage_updates = []
-        for i in range(MAX_STAGES):
-            if i >= len(r["stages"]):
-                stage_updates += hidden
-                continue
-            s = r["stages"][i]
-            w = ins.filters.get(s["name"])
-            if w is not None:
-                fimg, m_abs, what = viz.filter_grid(w, 0)
-                fnote = filter_note(w, m_abs, what)
-                ch = gr.update(maximum=max(w.shape[1] - 1, 1), value=0, visible=w.shape[1] > 1 and w.shape[1] != 3)
-            else:
-                fimg, ch = None, gr.update(visible=False)
-                fnote = ("No single filter bank computes this stage: it concatenates parallel branches "
-                         "(an inception block's 1×1, 3×3, factorised 5×5 and pooling paths).")
-            stage_updates += [gr.update(visible=True), s["info"], s["grid"], s["legend"], enlarge(ins, s["name"], 0),
-                              ch, fnote, fimg]
-        seen_img = viz.upscale(ins.image[..., 0] if ins.image.shape[2] == 1 else ins.image, 168)
-        msg = f"All maps computed in {ms:.0f} ms."
-        cam = r["cam"]
-        cam_text = note or f"Where the evidence for **{r.get('cam_class')}** is (bright = more)."
-        return [ins, seen_img, msg, r["top"], cam, labels_dd, cam_text, layer_rows(m), *stage_updates]
-
+    stage_outputs = [c for s in slots for c in s.components()]
     outputs = [state, seen, status, top, cam_img, cam_class, cam_note, table, *stage_outputs]
 
     def run_ui(n: str, v: Any, c: str | None, a: float) -> list:
-        return run(n, v, None if c in (None, "(predicted)") else c, a)
+        return inspect_view(models[n], v, None if c in (None, "(predicted)") else c, a)
 
     inputs = [model_dd, sketch, cam_class, opacity]
     for trigger in (sketch.change, model_dd.change, opacity.release, cam_class.input):
         trigger(run_ui, inputs, outputs, show_progress="hidden", trigger_mode="always_last", api_visibility="private")
     examples.load_input_event.then(run_ui, inputs, outputs, show_progress="hidden", api_visibility="private")
-
-    for i, s in enumerate(slots):
-        def pick(ins: Inspection | None, evt: gr.SelectData, i: int = i):
-            if ins is None or i >= len(ins.stages):
-                return gr.update()
-            name = list(ins.stages)[i]
-            maps = ins.stages[name]
-            side = viz.tile_side(maps.shape[1])
-            n = min(len(maps), MAX_CHANNELS)  # the grid shows at most MAX_CHANNELS tiles
-            ch = viz.grid_cell(evt.index[0], evt.index[1], side, side, viz.columns(n), n)
-            return gr.update() if ch is None else enlarge(ins, name, ch)
-
-        s["grid"].select(pick, state, s["big"], api_visibility="private")
-
-        def refilter(ins: Inspection | None, c: float, i: int = i):
-            if ins is None or i >= len(ins.stages):
-                return gr.update(), gr.update()
-            w = ins.filters.get(list(ins.stages)[i])
-            if w is None:
-                return gr.update(), gr.update()
-            img, m_abs, what = viz.filter_grid(w, int(c))
-            return img, filter_note(w, m_abs, what)
-
-        s["in_ch"].release(refilter, [state, s["in_ch"]], [s["filt"], s["filt_note"]], api_visibility="private")
-
-    def feature_maps(model: str, image: Image.Image | None) -> list[tuple[Image.Image, str]]:
-        """Every exported stage of ``model`` for ``image``, one grid per stage (shared colour scale)."""
-        if model not in models:
-            raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(models)}.")
-        try:
-            r = render(inspect(models[model], image))
-        except (InputError, CardError) as e:
-            raise gr.Error(str(e)) from None
-        return [(s["grid"], f"{s['name']}: activations {s['lo']:.3g} to {s['hi']:.3g}") for s in r["stages"]]
-
-    api_image = SafeImage(visible=False, type="pil", image_mode=None)  # mode kept: preprocess decides
-    api_gallery = gr.Gallery(visible=False, format="png")
-    gr.Button(visible=False).click(feature_maps, [model_dd, api_image], api_gallery, api_name="feature_maps")
+    for i, slot in enumerate(slots):
+        wire_stage(slot, i, state)
+    feature_maps_api(models, model_dd)

@@ -111,7 +111,11 @@ def build(registry: Registry) -> None:
                    show_progress="hidden", trigger_mode="always_last", api_visibility="private")
     model_radio.change(lambda n: [card_summary(by_name[n]), _figures(registry.models_dir, by_name[n])],
                        model_radio, [summary, figures], api_visibility="private")
+    diagnose_xray_api(by_name, default)
 
+
+def diagnose_xray_api(by_name: dict[str, ServedModel], default: str) -> None:
+    """The named endpoint ``diagnose_xray``: a file, a model and a variant in, the answer out."""
     def diagnose_xray(file: str | None, model: str = default, variant: str = DEFAULT_VARIANT) -> dict:
         """The answer for a chest X-ray file (PNG, JPEG, 16-bit PNG or DICOM), as REST gives it:
         ``label`` (the decision at the model's operating threshold), calibrated ``probabilities``,
