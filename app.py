@@ -24,7 +24,7 @@ else:
     _loader = threading.Thread(target=lambda: _loaded.setdefault("registry", load_registry()))
     _loader.start()
 
-    from convscope.app import build_app
+    from convscope.ui import build_app
 
     _loader.join()
     demo = build_app(registry=_loaded.get("registry"))  # None if the thread failed: load again, in the open

@@ -21,7 +21,7 @@ import numpy as np
 from bench.suite import timed
 from convscope.metrics import predict_probs
 from convscope.runtime import MODELS_DIR, make_session, prediction_session
-from export.__main__ import calibration_images
+from export.__main__ import quantization_images
 from export.quantize import PROFILES, quantize_int8
 from train.loop import load_data
 from train.recipes import RECIPES
@@ -52,7 +52,7 @@ def main() -> None:
     recipe = RECIPES[args.model]
     fp32 = MODELS_DIR / f"{recipe.name}.onnx"
     _, val = load_data(recipe, recipe.config, args.data_dir, download=False)  # the split training validated on
-    calibration = calibration_images(recipe, args.data_dir, smoke=False)
+    calibration = quantization_images(recipe, args.data_dir, smoke=False)
     p32 = predict_probs(make_session(fp32, threads=2), val.x)
     print(f"{recipe.name}: profile {recipe.int8_profile} {PROFILES[recipe.int8_profile]}, "
           f"{len(calibration)} calibration images, validation n={len(val)}; "

@@ -1,4 +1,4 @@
-"""What a Gradio session costs the server (convscope.app.session_capacity): ``python app.py`` in
+"""What a Gradio session costs the server (convscope.ui.session_capacity): ``python app.py`` in
 its own process, then sequential calls of the echo endpoint through Gradio's HTTP API, first each
 without a session hash (every call a new session, as curl users make them), then all in one
 session; prints calls/s, the server's CPU per call and its resident memory after each part.

@@ -27,17 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from convscope.preprocess import read_image, xray_warnings
+from convscope.cards import TAB_NOTICES
+from convscope.preprocess import EmptyInput, InputError, TooLarge, read_image, xray_warnings
 from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
-from convscope.uploads import MAX_UPLOAD_BYTES
+from convscope.uploads import MAX_UPLOAD_BYTES, NotAnUpload, check_upload
 
 # Input checks per preprocessing policy (the card names its policy): reasons the input may not be
 # what the model was trained on. The model answers anyway; the answer carries them.
 INPUT_WARNINGS = {"xray_image": xray_warnings}
-# The notice a model's answers carry, per the card's tab (what the tab's models are for).
-NOT_FOR_CLINICAL_USE = ("Research demonstration, not for clinical use: this model is a teaching example, "
-                        "never clinically validated; it must not inform any decision about a person's health.")
-NOTICES = {"xray": NOT_FOR_CLINICAL_USE}
 
 
 class UnknownModel(LookupError):
@@ -46,11 +43,11 @@ class UnknownModel(LookupError):
 
 class BadRequest(ValueError):
     """A request a model cannot answer as asked: an unknown variant, a feature extractor asked
-    for a class, an empty or too large upload (REST: 400 or 413, see ``status``)."""
+    for a class (REST: 400)."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+
+class EmptyUpload(InputError):
+    """An upload of zero bytes (REST: 400)."""
 
 
 @dataclass
@@ -100,7 +97,7 @@ class Answer:
 
     @property
     def notice(self) -> str | None:
-        return NOTICES.get(self.model.card.tab)
+        return TAB_NOTICES.get(self.model.card.tab)
 
     def top(self, k: int | None = None) -> dict[str, float]:
         """Every class (or the ``k`` most probable), most probable first."""
@@ -171,13 +168,21 @@ def answer(model: ServedModel, image: Any, variant: str = DEFAULT_VARIANT, cam: 
                   np.maximum(outs[1][0][decision.index], 0) if want_cam else None)
 
 
-def read_upload(data: bytes) -> Any:
-    """An upload's bytes -> a decoded image (DICOM included), refusing empty and oversized files.
-    The one upload reader: every door hands its file's bytes here."""
+def read_upload(data: bytes | str | None) -> Any:
+    """An upload -> a decoded image (DICOM included), refusing empty and oversized files. The one
+    upload reader: REST hands its file's bytes here, the tabs the path of Gradio's copy (which must
+    be an upload of this server: convscope.uploads.check_upload)."""
+    if isinstance(data, str):
+        try:
+            data = check_upload(data).read_bytes()
+        except NotAnUpload as e:
+            raise InputError(str(e)) from None
+    if data is None:
+        raise EmptyInput("No file was uploaded.")
     if not data:
-        raise BadRequest("The uploaded file is empty.")
+        raise EmptyUpload("The uploaded file is empty.")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise BadRequest(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.", status=413)
+        raise TooLarge(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
     return read_image(data)
 
 

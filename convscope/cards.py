@@ -21,6 +21,9 @@ METADATA_KEY = "convscope_card"
 CLASSIFIER_TABS = ("digits", "cifar10", "xray")
 TABS = (*CLASSIFIER_TABS, "features")  # "features": feature extractors shown only in the Feature maps tab
 OUTPUT_KINDS = ("probs", "feature_map", "filters", "cam")
+# The notice every answer of a tab's models carries (a card declares its tab: where it is served).
+TAB_NOTICES = {"xray": "Research demonstration, not for clinical use: this model is a teaching example, never "
+                       "clinically validated; it must not inform any decision about a person's health."}
 
 
 _FLAT_LIST = re.compile(r"\[\s*((?:[^\[\]{}\s][^\[\]{}]*?)?)\s*\]", re.S)  # a list with no nested list/dict

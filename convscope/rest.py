@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from pydantic import BaseModel
 
-from convscope.answers import BadRequest, UnknownModel, answer_bytes, find_model
+from convscope.answers import BadRequest, EmptyUpload, UnknownModel, answer_bytes, find_model
 from convscope.preprocess import InputError, TooLarge, Unreadable
 from convscope.runtime import DEFAULT_VARIANT, Registry
 from convscope.uploads import MAX_UPLOAD_BYTES
@@ -62,8 +62,8 @@ def http_error(e: Exception) -> HTTPException:
     """The status code each failure of the answer layer deserves."""
     if isinstance(e, UnknownModel):
         return HTTPException(404, str(e))
-    if isinstance(e, BadRequest):
-        return HTTPException(e.status, str(e))
+    if isinstance(e, (BadRequest, EmptyUpload)):
+        return HTTPException(400, str(e))
     if isinstance(e, TooLarge):
         return HTTPException(413, str(e))
     if isinstance(e, Unreadable):
@@ -72,7 +72,7 @@ def http_error(e: Exception) -> HTTPException:
 
 
 def build_rest(registry: Registry) -> FastAPI:
-    """A FastAPI app with the REST routes; Gradio is mounted on it at "/" (convscope.app.serve)."""
+    """A FastAPI app with the REST routes; Gradio is mounted on it at "/" (convscope.ui.serve)."""
     api = FastAPI(title="ConvScope REST API", version="1",
                   description="Every model is an ONNX file served by ONNX Runtime; its card says how it "
                               "was trained and measured.",

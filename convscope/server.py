@@ -3,7 +3,7 @@
 ``import gradio`` alone takes seconds on a small machine (5 s on the 2-core CI box), longer
 than loading every ONNX model. So the server starts with the REST API only (FastAPI, no
 Gradio), imports Gradio and builds the Blocks on a thread while it already answers, then
-switches every request to the full app (REST + UI, exactly what :func:`convscope.app.serve`
+switches every request to the full app (REST + UI, exactly what :func:`convscope.ui.serve`
 builds, with Gradio's start-up events run on the server's own event loop). Until then, UI paths
 get a 503 page that reloads itself; the REST routes never wait for Gradio.
 
@@ -89,7 +89,7 @@ class LateUI:
         """Import Gradio, build the Blocks on the registry and switch to the full app (a thread,
         started before the models load: the imports overlap the ONNX sessions' start-up)."""
         try:
-            from convscope.app import build_app, call_checker, mount
+            from convscope.ui import build_app, call_checker, mount
 
             self.started.wait()
             # a new app with its own REST routes on the same registry: the live REST app is not

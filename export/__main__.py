@@ -29,8 +29,8 @@ from convscope.runtime import make_session
 from export import clinical
 from export.fit_analysis import fit_analysis
 from export.onnx_export import check_parity, count_flops, describe_outputs, export_onnx, latency_ms
+from export.published import REFERENCES, export_imagenet_stem
 from export.quantize import calibration_count, quantize_int8, ships
-from export.reference import REFERENCES, export_imagenet_stem
 from export.wrap import ExportWrapper
 from train import nets, plots
 from train.datasets import (
@@ -97,7 +97,10 @@ def build_card(recipe, ckpt: dict, net, wrapper: ExportWrapper, onnx_path: Path,
                "preprocess_note": spec["note"]},
         outputs=outputs, labels=list(metrics.pop("labels")), metrics=metrics, calibration=cal,
         params=nets.count_params(net), flops=count_flops(net, (c, h, w)),
-        training={"recipe": recipe.name, "arch": ckpt["arch"], "arch_kwargs": ckpt["arch_kwargs"],
+        training={"recipe": recipe.name,
+                  "declared": {"calibrate": recipe.calibrate, "served": recipe.served, "probes": list(recipe.probes),
+                               "int8": recipe.int8, "reject_below": recipe.reject_below},
+                  "arch": ckpt["arch"], "arch_kwargs": ckpt["arch_kwargs"],
                   "config": ckpt["config"], "epochs": ckpt.get("epoch"), "epochs_run": len(hist),
                   "selection": ("the epoch of lowest validation loss (best.pt)" if ckpt["config"].get("keep_best")
                                 else "the last epoch") + refit_words(ckpt.get("refit")),
@@ -140,7 +143,7 @@ def int8_variant(recipe, fp32_path: Path, out_path: Path, fp32_metrics: dict, te
             "measured_with": fp32_metrics["measured_with"]}
 
 
-def calibration_images(recipe, data_dir: str | None, smoke: bool) -> np.ndarray:
+def quantization_images(recipe, data_dir: str | None, smoke: bool) -> np.ndarray:
     """calibration_count() random images of the recipe's training split (never validation or test)."""
     cfg = recipe.config
     full = (synthetic_split(recipe.dataset, SMOKE_SIZES.get(recipe.dataset, 256), seed=2) if smoke
@@ -195,10 +198,19 @@ def xray_extras(recipe, sess, args, metrics: dict, history: list[dict], config: 
                 {"epoch": p["epoch"], "pretrained_val_acc": p["val_acc"], "from_scratch_val_acc": q["val_acc"],
                  "pretrained_val_loss": p["val_loss"], "from_scratch_val_loss": q["val_loss"]}
                 for p, q in zip(history, b["training"]["history"], strict=False)]}
-    if recipe.dataset == "xray3" and not args.smoke:
-        probe = load_covid_collection("all", args.data_dir, covid=False)
-        out["confound_probe"] = clinical.confound_probe(predict_probs(sess, probe.x), metrics["labels"])
+    for name in () if args.smoke else recipe.probes:  # (smoke runs have no real data to probe with)
+        key, probe = PROBES[name]
+        out[key] = probe(sess, args, metrics)
     return out
+
+
+def covid_source_probe(sess: Any, args: argparse.Namespace, metrics: dict) -> dict:
+    """The COVID-19 collection's own non-COVID films (never trained on): how many are called COVID-19."""
+    probe = load_covid_collection("all", args.data_dir, covid=False)
+    return clinical.confound_probe(predict_probs(sess, probe.x), metrics["labels"])
+
+
+PROBES = {"covid_source": ("confound_probe", covid_source_probe)}  # a recipe's probe -> (card metrics key, run)
 
 
 def run_time_s(ckpt: dict) -> float:
@@ -255,7 +267,7 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
 
     test = (synthetic_split(recipe.dataset, SMOKE_SIZES.get(recipe.dataset, 200), seed=1) if args.smoke
             else load_split(recipe.dataset, INPUT_SPECS[recipe.dataset]["test_split"], data_dir=args.data_dir))
-    calibrated = recipe.dataset in PREDEFINED_VAL  # X-ray: temperature and threshold fitted on validation
+    calibrated = recipe.calibrate  # temperature (and threshold) fitted on validation
     val = temperature = None
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp) / f"{recipe.name}.onnx"
@@ -273,13 +285,13 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
         parity = check_parity(wrapper, sess, test.x[:16 if calibrated else 64])
         probs = predict_probs(sess, test.x)
         metrics, cal = measure(recipe, sess, args, ckpt, test, probs, (val, temperature) if calibrated else None)
-        if recipe.tab == "none":  # a baseline measured for another card, not served
+        if not recipe.served:  # a baseline measured for another card
             return write_baseline(recipe, ckpt, metrics, cal, Path(args.models_dir))
         lat = latency_ms(tmp_path, test.x)
         variants = {}  # name -> card entry; each measured from its file in the temporary folder
         if recipe.int8:
             variants["int8"] = int8_variant(recipe, tmp_path, Path(tmp) / f"{recipe.name}.int8.onnx", metrics, test,
-                                            calibration_images(recipe, args.data_dir, args.smoke),
+                                            quantization_images(recipe, args.data_dir, args.smoke),
                                             cal["threshold"] if cal else None)
         if getattr(net, "tta_level", 0):
             variants["single_view"] = single_view_variant(recipe, ckpt, Path(tmp) / f"{recipe.name}.single_view.onnx",

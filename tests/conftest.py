@@ -65,7 +65,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def app_url():
     """The real app (all shipped models, UI + REST, as `python app.py` serves it) on a free port."""
-    from convscope.app import build_app, serve_in_background
+    from convscope.ui import build_app, serve_in_background
 
     port = free_port()
     server = serve_in_background(build_app(), port)

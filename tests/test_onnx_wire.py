@@ -101,7 +101,7 @@ def test_feature_maps_api_says_so_when_a_file_changed_after_start_up(tmp_path):
     clear message there (not a traceback), and the server keeps serving."""
     from gradio_client import Client, handle_file
 
-    from convscope.app import build_app, serve_in_background
+    from convscope.ui import build_app, serve_in_background
     from tests.conftest import REPO, free_port
 
     shutil.copytree(MODELS_DIR, tmp_path, dirs_exist_ok=True)

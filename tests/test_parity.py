@@ -55,7 +55,7 @@ def test_onnx_matches_torch(card, request):
 
 def test_imagenet_stem_filters_are_the_published_ones():
     """Trained, not random: the served stem filters equal the ImageNet checkpoint's, bit for bit."""
-    from export.reference import LITE0_WEIGHTS
+    from export.published import LITE0_WEIGHTS
     from train.datasets import resolve_data_dir
 
     weights = resolve_data_dir() / LITE0_WEIGHTS

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from convscope.app import build_app
 from convscope.runtime import CPU, MODELS_DIR, load_registry
+from convscope.ui import build_app
 from tests.conftest import CARDS
 
 

@@ -114,7 +114,7 @@ def test_gradio_itself_checks_uploads_once_mounted(app_url):
     """The second lock: Gradio's own check is on, whatever the Guard does."""
     import gradio as gr
 
-    from convscope.app import build_app, mount
+    from convscope.ui import build_app, mount
 
     demo = build_app()
     mount(demo)

@@ -101,12 +101,12 @@ def test_ui_paths_wait_and_rest_answers_while_the_ui_is_built(late_ui):
 
 
 def test_a_ui_that_fails_to_build_leaves_rest_serving(late_ui, monkeypatch):
-    import convscope.app
+    import convscope.ui
 
     def broken(**kwargs):
         raise RuntimeError("simulated: a component failed to build")
 
-    monkeypatch.setattr(convscope.app, "build_app", broken)
+    monkeypatch.setattr(convscope.ui, "build_app", broken)
     front, url = late_ui
     front.build_ui(time.perf_counter())
     assert front.failed and front.full is None

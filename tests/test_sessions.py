@@ -1,5 +1,5 @@
 """Gradio's per-session state is bounded: API calls without a session hash cannot grow the server
-without limit (convscope.app.session_capacity)."""
+without limit (convscope.ui.session_capacity)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tests.conftest import free_port
 
 
 def test_calls_without_a_session_hash_keep_at_most_capacity_sessions(monkeypatch):
-    from convscope.app import build_app, serve_in_background
+    from convscope.ui import build_app, serve_in_background
 
     monkeypatch.setenv("CONVSCOPE_SESSIONS", "3")
     demo = build_app()

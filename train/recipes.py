@@ -65,6 +65,10 @@ class Recipe:
     int8: bool = False  # export also tries an INT8 variant (export.quantize), shipped if accurate enough
     int8_profile: str = "cnn"  # export.quantize.PROFILES: which ops are quantized, which stay fp32
     limitations: tuple[str, ...] = ()
+    # What export does with the model, declared here and recorded in the card (card.training["declared"]):
+    calibrate: bool = False  # fit a temperature (and, for two classes, a threshold) on the validation split
+    served: bool = True  # False: a baseline measured for another card (models/reference/), not served
+    probes: tuple[str, ...] = ()  # extra measurements export runs (export.__main__.PROBES), e.g. "covid_source"
 
 
 _DIGIT_LIMITS = (
@@ -192,6 +196,7 @@ RECIPES: dict[str, Recipe] = {
             title="Pneumonia: EfficientNet-Lite0, ImageNet transfer",
             arch="xray_lite0",
             dataset="xray2",
+            calibrate=True,
             tab="xray",
             description="EfficientNet-Lite0 pretrained on ImageNet, fine-tuned end to end on the Kermany "
                         "pediatric chest X-rays (normal vs pneumonia) at 224x224, LP-FT style: the new head first "
@@ -215,7 +220,9 @@ RECIPES: dict[str, Recipe] = {
             title="Pneumonia: EfficientNet-Lite0 from scratch (transfer-learning baseline)",
             arch="xray_lite0",
             dataset="xray2",
-            tab="none",  # not served: measured so xray_pneumonia's card can state what ImageNet buys
+            calibrate=True,
+            tab="xray",
+            served=False,  # measured so xray_pneumonia's card can state what ImageNet buys
             description="The same network, data and augmentation as xray_pneumonia, from a random "
                         "initialisation (a higher peak learning rate, as usual from scratch), for 3 epochs.",
             arch_kwargs={"num_classes": 2},
@@ -229,6 +236,8 @@ RECIPES: dict[str, Recipe] = {
             title="Normal / pneumonia / COVID-19: EfficientNet-Lite0, ImageNet transfer",
             arch="xray_lite0",
             dataset="xray3",
+            calibrate=True,
+            probes=("covid_source",),
             tab="xray",
             description="EfficientNet-Lite0 pretrained on ImageNet, fine-tuned on Kermany's pediatric "
                         "normal/pneumonia films plus the adult COVID-19 films of the COVID-19 Image Data "

@@ -14,17 +14,15 @@ by the upload sweeper (convscope.uploads); nothing about the image is logged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 
 from convscope import visualize as viz
-from convscope.answers import answer
+from convscope.answers import answer, read_upload
 from convscope.card_text import card_summary, decision_text
-from convscope.preprocess import EmptyInput, InputError, read_image
+from convscope.preprocess import EmptyInput, InputError
 from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
 from convscope.tabs.common import tab_models, variant_for, variant_radio
-from convscope.uploads import NotAnUpload, check_upload
 
 TAB = "xray"
 EXPECTED = ("xray_pneumonia", "xray_covid3")
@@ -35,17 +33,6 @@ NOTICE = ("⚕️ **Research demonstration — not for clinical use.** These mod
 EMPTY_MESSAGE = "🩻 **Upload a chest X-ray**: PNG or JPEG (8- or 16-bit) or DICOM, frontal view."
 OVERLAY_SIDE = 320  # px
 DEFAULT_OPACITY = 0.45
-
-
-def read_upload(path: str | None) -> Any:
-    """A Gradio upload (a temporary file path) -> decoded image; the bytes are not kept. The path
-    must be an upload of this server (the Guard checked it already; this is the second lock)."""
-    if not path:
-        raise EmptyInput("No file was uploaded.")
-    try:
-        return read_image(check_upload(path).read_bytes())
-    except NotAnUpload as e:
-        raise InputError(str(e)) from None
 
 
 def build(registry: Registry) -> None:
