@@ -168,6 +168,16 @@ def answer(model: ServedModel, image: Any, variant: str = DEFAULT_VARIANT, cam: 
                   np.maximum(outs[1][0][decision.index], 0) if want_cam else None)
 
 
+def answer_uploaded(model: Any, image: Any) -> Answer:
+    """One image through a model a person uploaded (convscope.user_models.UserModel): the same
+    answer as for a shipped model, with no decision rule beyond the most probable class."""
+    from convscope.user_models import predict
+
+    t = time.perf_counter()
+    seen, probs = predict(model, image)
+    return Answer(model, "uploaded", seen, probs, decide(probs, model.card), (time.perf_counter() - t) * 1e3)
+
+
 def read_upload(data: bytes | str | None) -> Any:
     """An upload -> a decoded image (DICOM included), refusing empty and oversized files. The one
     upload reader: REST hands its file's bytes here, the tabs the path of Gradio's copy (which must
@@ -180,7 +190,7 @@ def read_upload(data: bytes | str | None) -> Any:
     if data is None:
         raise EmptyInput("No file was uploaded.")
     if not data:
-        raise EmptyUpload("The uploaded file is empty.")
+        raise EmptyUpload("The file is empty.")
     if len(data) > MAX_UPLOAD_BYTES:
         raise TooLarge(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
     return read_image(data)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convscope.uploads import MAX_UPLOAD_BYTES, NotAnUpload, check_upload, disk_cap_bytes, folder_bytes
+from convscope.uploads import MAX_MODEL_BYTES, MAX_UPLOAD_BYTES, NotAnUpload, check_upload, disk_cap_bytes, folder_bytes
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -124,9 +124,16 @@ def rename_parts(body: bytes, content_type: str) -> bytes:
     return delimiter.join(parts)
 
 
+# Routes that take a model file (an uploaded ONNX classifier), so larger bodies: Gradio's upload
+# route carries the UI's model uploads too; image inputs still refuse files over MAX_UPLOAD_BYTES
+# when they are used (convscope.tabs.common.check_files, convscope.answers.read_upload).
+MODEL_ROUTES = ("/api/v1/models", "/gradio_api/upload")
+
+
 @dataclass
 class Limits:
     max_body: int = MAX_UPLOAD_BYTES + MULTIPART_SLACK
+    max_model_body: int = MAX_MODEL_BYTES + MULTIPART_SLACK
     chunk_timeout: float = 20.0  # s between two pieces of a request body
     body_timeout: float = 120.0  # s for a whole body: 10 MB at about 0.7 Mbit/s
     hosts: list[str] = field(default_factory=allowed_hosts)
@@ -181,7 +188,8 @@ class Guard:
     async def read_body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole request body, refused (413) as soon as it is known to pass the cap, and (408)
         when the client is too slow to send it."""
-        cap = JSON_MAX_BYTES if self.is_json_call(scope) else self.limits.max_body
+        cap = (JSON_MAX_BYTES if self.is_json_call(scope) else
+               self.limits.max_model_body if scope["path"].rstrip("/") in MODEL_ROUTES else self.limits.max_body)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > cap):
             raise Refused(413, f"The request is larger than {cap // 2**20 or 1} MB.")
@@ -227,8 +235,8 @@ class Guard:
             except ValueError:
                 raise Refused(400, "The request body is not valid JSON.") from None
             for path in file_paths(payload):
-                try:
-                    check_upload(path, self.upload_root)
+                try:  # (the size cap of an image input, 10 MB, is applied where the image is read)
+                    check_upload(path, self.upload_root, max_bytes=MAX_MODEL_BYTES)
                 except NotAnUpload as e:
                     raise Refused(403, str(e)) from None
             problem = (self.validate_call(scope["path"][len(GRADIO_API) - 1:], payload)

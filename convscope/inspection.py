@@ -82,3 +82,29 @@ def enlarge(ins: Inspection, stage: str, channel: int) -> Image.Image:
     maps = ins.stages[stage]
     lo, hi = float(maps.min()), float(maps.max())
     return viz.upscale(viz.colorize(maps[channel], lo, hi), ENLARGED)
+
+
+def render_uploaded(view: Any, opacity: float = 0.5) -> dict:
+    """The pictures for an uploaded model's view (convscope.user_models.UserView): one grid per
+    stage, the filters that produce it, where it looks, and the top classes."""
+    m = view.model
+    stages, filters = [], []
+    for i, (name, maps) in enumerate(view.stages.items()):
+        img, lo, hi, _, _ = viz.activation_grid(maps[:MAX_CHANNELS])
+        shown = "" if len(maps) <= MAX_CHANNELS else f", channels 0-{MAX_CHANNELS - 1} shown"
+        stages.append((img, f"stage {i + 1} ({name}): {maps.shape[0]} × {maps.shape[1]}×{maps.shape[2]}{shown}, "
+                            f"activations {lo:.3g} to {hi:.3g}"))
+        w = view.filters.get(name)
+        if w is not None:
+            fimg, _, what = viz.filter_grid(w[:MAX_CHANNELS], 0)
+            size = f"{w.shape[1]}×{w.shape[2]}×{w.shape[3]}"
+            filters.append((fimg, f"stage {i + 1}: {w.shape[0]} filters of {size}, {what}"))
+    heat = viz.overlay(view.seen, view.heat, opacity) if view.heat is not None else None
+    where = ("Class-activation map (the head is global average pooling + a linear layer: exact)" if view.heat_kind
+             == "cam" else "Occlusion sensitivity: how much the top class's probability drops when each cell is "
+             "grayed out (forward passes only: the head has no exact class-activation map)")
+    top = view.top(5)
+    return {"stages": stages, "filters": filters, "heat": heat, "where": f"{where}, for **{next(iter(top))}**.",
+            "top": top, "layers": [[r["op"], str(r["shape"]), f"{r['params']:,}", f"{r['flops']:,}",
+                                    "whole input" if r["receptive_field"] is None else r["receptive_field"]]
+                                   for r in m.layers]}

@@ -1,7 +1,10 @@
 """The REST API beside the UI, in the same server: plain HTTP + JSON for scripts and services.
 
     GET  /api/v1/models               every served model's card, plus the provider it runs on
+    POST /api/v1/models               multipart field ``file`` (an .onnx image classifier) [, ``labels``]
+                                      -> its id and what was found in it (convscope.user_models)
     POST /api/v1/predict/{model}      multipart field ``image`` [?variant=fp32 | int8 | single_view] [&cam=1]
+                                      ({model}: a served model's name, or an uploaded model's id)
                                       -> the answer (convscope.answers.Answer.to_json): label (null
                                          when the card's rule withholds it, with a reason), probabilities,
                                          warnings, the notice and operating point, the CAM on request
@@ -16,15 +19,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from pydantic import BaseModel
 
-from convscope.answers import BadRequest, EmptyUpload, UnknownModel, answer_bytes, find_model
+from convscope.answers import (
+    BadRequest,
+    EmptyUpload,
+    UnknownModel,
+    answer_bytes,
+    answer_uploaded,
+    find_model,
+    read_upload,
+)
+from convscope.onnx_graph import UnsafeModel
 from convscope.preprocess import InputError, TooLarge, Unreadable
 from convscope.runtime import DEFAULT_VARIANT, Registry
-from convscope.uploads import MAX_UPLOAD_BYTES
+from convscope.uploads import MAX_MODEL_BYTES, MAX_UPLOAD_BYTES
+from convscope.user_models import API_MODELS, open_model
 
 API = "/api/v1"
+PRESET_HELP = "imagenet, 0-1, -1-1 or raw (default: raw for uint8 inputs, else imagenet)"
 ImageFile = Annotated[UploadFile, File(description="an image file (multipart field 'image')")]
 
 
@@ -96,10 +110,32 @@ def build_rest(registry: Registry) -> FastAPI:
                 cam: Annotated[bool, Query(description="add the class-activation map of the decided class "
                                            "(base64 PNG) for models whose graph has one")] = False) -> Prediction:
         try:
+            if (uploaded := API_MODELS.get(model)) is not None:  # a model uploaded to POST /api/v1/models
+                return Prediction(**answer_uploaded(uploaded, read_upload(upload_bytes(image))).to_json())
             m = find_model(registry, model, variant)
             return Prediction(**answer_bytes(m, upload_bytes(image), variant, cam=cam).to_json())
         except (UnknownModel, BadRequest, InputError) as e:
             raise http_error(e) from None
+
+    @api.post(f"{API}/models", summary="Upload your own ONNX image classifier; answers its id and what was "
+              "found in it. Then POST /api/v1/predict/{id} and the feature_maps call take the id until it expires.",
+              responses={400: {"description": "a model refused, with the reason (external data, custom operators, "
+                                              "not an image classifier, not ONNX ...)"},
+                         413: {"description": "over the size cap"}})
+    def upload_model(file: Annotated[UploadFile, File(description="the .onnx file")],
+                     labels: Annotated[UploadFile | None, File(description="class names, one per line")] = None,
+                     preprocessing: Annotated[str | None, Form(description=PRESET_HELP)] = None,
+                     size: Annotated[int | None, Form(description="input side for models whose size is dynamic")]
+                     = None) -> dict:
+        data = file.file.read(MAX_MODEL_BYTES + 1)
+        if len(data) > MAX_MODEL_BYTES:
+            raise HTTPException(413, f"The model is larger than {MAX_MODEL_BYTES // 2**20} MB.")
+        text = labels.file.read(2**20).decode("utf-8", "replace") if labels is not None else None
+        try:
+            m = open_model(data, file.filename or "model.onnx", text, preprocessing, size)
+        except (UnsafeModel, InputError) as e:
+            raise HTTPException(400, str(e)) from None
+        return API_MODELS.add(m).summary() | {"expires_in_s": API_MODELS.ttl}
 
     @api.post(f"{API}/echo", include_in_schema=False)
     def echo(image: ImageFile) -> Echo:

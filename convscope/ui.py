@@ -15,7 +15,9 @@ from convscope.runtime import MODELS_DIR, Registry, load_registry
 from convscope.tabs import cifar, digits, features, xray
 from convscope.tabs.common import SafeSketchpad
 
-MAX_FILE_SIZE = uploads.MAX_UPLOAD_BYTES  # the UI's upload limit, the same as the REST API's
+# Gradio's per-file upload limit: a model for "your own model" may be this large; an image input
+# refuses files over uploads.MAX_UPLOAD_BYTES (10 MB, as REST) when it reads them
+MAX_FILE_SIZE = uploads.MAX_MODEL_BYTES
 TITLE = "ConvScope — see what a CNN does"
 CSS = """
 .cs-notice { border-left: 4px solid #d97706; padding-left: 0.8em; }

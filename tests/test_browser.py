@@ -145,3 +145,46 @@ def test_xray_tab_reads_a_dicom_upload_and_shows_notice_decision_and_heatmap(pag
         "PPV" in page.locator("#xray-decision").inner_text()
     assert "not for clinical use" in page.locator("#xray-notice").inner_text()  # still there after the answer
     page.screenshot(path=os.environ.get("CONVSCOPE_XRAY_SCREENSHOT", "/tmp/convscope-xray.png"), full_page=True)
+
+
+EXPORT_RESNET18 = """
+import sys, torch, torchvision
+net = torchvision.models.resnet18(weights=None).eval()   # random weights: the structure is what is tested
+torch.onnx.export(net, (torch.randn(1, 3, 224, 224),), sys.argv[1], dynamo=True, external_data=False)
+"""
+
+
+@pytest.mark.browser
+def test_your_own_resnet18_opens_in_the_feature_maps_tab(page, tmp_path):
+    """A ResNet-18 exported with torch.onnx.export in a fresh script, uploaded through the browser:
+    predictions, every stage, filters, the layer table and a class-activation map."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torchvision")
+    model = tmp_path / "resnet18.onnx"
+    subprocess.run([sys.executable, "-c", EXPORT_RESNET18, str(model)], check=True, capture_output=True, timeout=300)
+    page.get_by_role("tab", name="Feature maps").click()
+    page.get_by_role("tab", name="Your own model").click()
+    page.locator("#own-file input[type=file]").set_input_files(str(model))
+    page.wait_for_selector("#own-file .file-preview, #own-file a", timeout=60_000)
+    page.locator("#own-open").click()
+    page.wait_for_function("() => document.querySelector('#own-found')?.innerText.includes('parameters')",
+                           timeout=60_000)
+    import numpy as np
+    import onnx
+
+    weights = sum(int(np.prod(t.dims)) for t in onnx.load(str(model)).graph.initializer)  # BN folded into convs
+    assert f"{weights:,} parameters" in page.locator("#own-found").inner_text()
+    page.locator("#own-image input[type=file]").set_input_files(str(REPO / "examples" / "photos" / "cat_chelsea.jpg"))
+    sel = "#own-top [data-testid='label-output-value']"
+    page.wait_for_function(f"() => document.querySelector(\"{sel}\")?.innerText.trim().length > 0", timeout=60_000)
+    page.wait_for_function("() => document.querySelectorAll('#own-stages img').length >= 5", timeout=30_000)
+    assert page.locator("#own-filters img").count() >= 5
+    assert page.locator("#own-heat img").count() == 1
+    assert "Class-activation map" in page.locator("#own-where").inner_text()
+    page.get_by_text("Layers (read off the ONNX graph)").click()
+    page.wait_for_function("() => document.querySelector('#own-layers')?.innerText.includes('[1, 64, 112, 112]')",
+                           timeout=20_000)  # the first conv's row: op, output shape, params, FLOPs, receptive field
+    assert "Conv" in page.locator("#own-layers").inner_text()
+    page.screenshot(path=os.environ.get("CONVSCOPE_OWN_SCREENSHOT", "/tmp/convscope-own-model.png"), full_page=True)

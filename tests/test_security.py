@@ -240,20 +240,24 @@ def test_big_but_allowed_images_are_reduced_after_decoding():
 # --- 3. Disk and retention -----------------------------------------------------------------------
 
 def test_request_bodies_over_the_cap_get_413_before_anything_is_written(app_url):
+    from convscope.uploads import MAX_MODEL_BYTES
+
     root = Path(os.environ["GRADIO_TEMP_DIR"])
     before = {p for p in root.rglob("*") if p.is_file()}
     big = b"\x00" * (12 * 2**20)
-    for url, files in ((f"{app_url}api/v1/predict/mnist_cnn", {"image": ("big.png", big)}),
-                       (f"{app_url}gradio_api/upload", {"files": ("big.png", big)}),
-                       (f"{app_url}gradio_api/upload", [("files", (f"{i}.png", b"\x00" * 2**20)) for i in range(11)])):
-        r = httpx.post(url, files=files, timeout=30)
-        assert r.status_code == 413, (url, r.status_code, r.text[:200])
+    r = httpx.post(f"{app_url}api/v1/predict/mnist_cnn", files={"image": ("big.png", big)}, timeout=30)
+    assert r.status_code == 413, r.text[:200]
 
-    def chunked():  # no Content-Length: the cap is applied while the body streams in
-        for _ in range(12):
+    def chunked(mb: int):  # no Content-Length: the cap is applied while the body streams in
+        for _ in range(mb):
             yield b"\x00" * 2**20
 
-    r = httpx.post(f"{app_url}gradio_api/upload", content=chunked(), timeout=30,
+    # the upload route carries models too (up to MAX_MODEL_BYTES): past that, 413 while streaming
+    for route in ("gradio_api/upload", "api/v1/models"):
+        r = httpx.post(f"{app_url}{route}", content=chunked(MAX_MODEL_BYTES // 2**20 + 2), timeout=60,
+                       headers={"content-type": "multipart/form-data; boundary=x"})
+        assert r.status_code == 413, route
+    r = httpx.post(f"{app_url}api/v1/predict/mnist_cnn", content=chunked(12), timeout=30,
                    headers={"content-type": "multipart/form-data; boundary=x"})
     assert r.status_code == 413
     r = httpx.post(f"{app_url}gradio_api/call/feature_maps", content=b"[" * (2 * 2**20), timeout=30,
@@ -261,6 +265,16 @@ def test_request_bodies_over_the_cap_get_413_before_anything_is_written(app_url)
     assert r.status_code == 413
     after = {p for p in root.rglob("*") if p.is_file()}
     assert not {p for p in after - before if p.stat().st_size > 2**20}, "a refused body reached the disk"
+
+
+def test_an_image_over_10_mb_is_refused_when_an_image_input_reads_it(app_url):
+    """Gradio's upload route takes model-sized files; every image input still refuses over 10 MB."""
+    path = upload(app_url, "big.png", SEVEN + b"\x00" * (11 * 2**20))
+    for api, data in (("classify_image", [file_ref(path), "cifar_resnet", "default"]),
+                      ("diagnose_xray", [file_ref(path), "xray_pneumonia", "default"])):
+        r = httpx.post(f"{app_url}gradio_api/call/{api}", json={"data": data}, timeout=10)
+        answer = httpx.get(f"{app_url}gradio_api/call/{api}/{r.json()['event_id']}", timeout=30).text
+        assert "event: error" in answer and "larger than 10 MB" in answer, (api, answer[-300:])
 
 
 def test_uploads_stop_when_the_folder_is_full(app_url, monkeypatch):

@@ -19,11 +19,21 @@ from PIL import Image
 
 from convscope import visualize as viz
 from convscope.cards import TABS, CardError
-from convscope.inspection import MAX_CHANNELS, MAX_STAGES, Inspection, enlarge, filter_note, inspect, render
+from convscope.inspection import (
+    MAX_CHANNELS,
+    MAX_STAGES,
+    Inspection,
+    enlarge,
+    filter_note,
+    inspect,
+    render,
+    render_uploaded,
+)
 from convscope.preprocess import EmptyInput, InputError
 from convscope.runtime import Registry, ServedModel
-from convscope.tabs import playground
+from convscope.tabs import own_model, playground
 from convscope.tabs.common import SafeImage, SafeSketchpad, missing_notice, sketch_image
+from convscope.user_models import API_MODELS, look
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # made by scripts/make_examples.py
 
@@ -39,6 +49,8 @@ def build(registry: Registry) -> None:
                             elem_classes=["cs-notice"])
             else:
                 _build_inspector(models)
+        with gr.Tab("Your own model", id="own-model"):
+            own_model.build()
         with gr.Tab("Convolution arithmetic"):
             playground.build()
 
@@ -157,10 +169,16 @@ def wire_stage(slot: StageSlot, i: int, state: gr.State) -> None:
 def feature_maps_api(models: dict[str, ServedModel], model_dd: gr.Dropdown) -> None:
     """The named endpoint ``feature_maps``: a model and an image in, one grid per stage out."""
     def feature_maps(model: str, image: Image.Image | None) -> list[tuple[Image.Image, str]]:
-        """Every exported stage of ``model`` for ``image``, one grid per stage (shared colour scale)."""
-        if model not in models:
-            raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(models)}.")
+        """Every stage of ``model`` for ``image``, one grid per stage (shared colour scale).
+        ``model``: a served model's name, or the id of a model uploaded with ``open_model``."""
         try:
+            if model not in models:
+                if (uploaded := API_MODELS.get(model)) is None:
+                    raise gr.Error(f"Unknown model {model!r}; choose one of {sorted(models)} or an uploaded "
+                                   "model's id.")
+                if image is None:
+                    raise EmptyInput("No image was given.")
+                return render_uploaded(look(uploaded, image))["stages"]
             r = render(inspect(models[model], image))
         except (InputError, CardError) as e:
             raise gr.Error(str(e)) from None
@@ -168,7 +186,8 @@ def feature_maps_api(models: dict[str, ServedModel], model_dd: gr.Dropdown) -> N
 
     api_image = SafeImage(visible=False, type="pil", image_mode=None)  # mode kept: preprocess decides
     api_gallery = gr.Gallery(visible=False, format="png")
-    gr.Button(visible=False).click(feature_maps, [model_dd, api_image], api_gallery, api_name="feature_maps")
+    api_model = gr.Textbox(model_dd.value, visible=False, label="model")  # a name, or an uploaded model's id
+    gr.Button(visible=False).click(feature_maps, [api_model, api_image], api_gallery, api_name="feature_maps")
 
 
 def _build_inspector(models: dict[str, ServedModel]) -> None:
