@@ -3,6 +3,7 @@ has its test here (the file's section names follow that page)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -163,27 +164,35 @@ def vm_hwm_mb(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-@pytest.fixture(scope="module")
-def app_process(tmp_path_factory):
-    """`python app.py` in its own process, so its peak memory is its own."""
+@contextlib.contextmanager
+def running_app(**env_vars: str):
+    """`python app.py` in its own process (its memory and its upload folder its own), until exit."""
     port = free_port()
-    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    env.pop("GRADIO_TEMP_DIR", None)
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"} | {
+        "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"} | env_vars
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-    yield proc, url
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        yield proc, url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app_process():
+    with running_app() as (proc, url):
+        yield proc, url
 
 
 BOMBS = {
@@ -306,20 +315,7 @@ def test_sweep_removes_old_files_partial_uploads_and_empty_folders_but_keeps_exa
 def test_uploads_are_deleted_within_the_documented_window(tmp_path):
     """An upload lives at most CONVSCOPE_CACHE_SECONDS * 1.25 (here 2 s -> 2.5 s), and the app's
     upload folder is private."""
-    port = free_port()
-    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "CONVSCOPE_CACHE_SECONDS": "2",
-                        "GRADIO_TEMP_DIR": str(tmp_path / "uploads")}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url, timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with running_app(CONVSCOPE_CACHE_SECONDS="2", GRADIO_TEMP_DIR=str(tmp_path / "uploads")) as (_, url):
         path = Path(upload(url, "secret_digit.png", SEVEN))
         t0 = time.monotonic()
         assert path.exists()
@@ -327,9 +323,6 @@ def test_uploads_are_deleted_within_the_documented_window(tmp_path):
             time.sleep(0.1)
         assert not path.exists() and time.monotonic() - t0 < 2.5 + 0.5, "the upload outlived its window"
         assert stat.S_IMODE((tmp_path / "uploads").stat().st_mode) == 0o700
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_calls_with_too_few_inputs_are_refused_without_logging_them(app_url, capfd):
