@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convscope.uploads import MAX_MODEL_BYTES, MAX_UPLOAD_BYTES, NotAnUpload, check_upload, disk_cap_bytes, folder_bytes
+from convscope.uploads import MAX_MODEL_BYTES, MAX_UPLOAD_BYTES, DiskQuota, NotAnUpload, check_upload
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -145,6 +145,7 @@ class Guard:
     def __init__(self, app: Any, upload_root: Path | None = None, validate_call: CallCheck | None = None,
                  limits: Limits | None = None) -> None:
         self.app, self.upload_root, self.validate_call = app, upload_root, validate_call
+        self.quota = DiskQuota(upload_root) if upload_root is not None else None
         self.limits = limits or Limits()
         self.headers = security_headers()
 
@@ -226,7 +227,7 @@ class Guard:
             return body
         content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
         if content_type.lower().startswith("multipart/"):  # files, for uploads or blobs: to disk next
-            if self.upload_root is not None and folder_bytes(self.upload_root) + len(body) > disk_cap_bytes():
+            if self.quota is not None and not self.quota.admit(len(body)):
                 raise Refused(507, "The server's upload space is full: try again in a few minutes.")
             return rename_parts(body, content_type)
         if self.is_json_call(scope) and body:

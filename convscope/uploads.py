@@ -93,6 +93,27 @@ def folder_bytes(root: Path) -> int:
     return total
 
 
+class DiskQuota:
+    """Whether the upload folder has room for ``n`` more bytes (CONVSCOPE_UPLOAD_DISK_MB). Walking
+    the folder costs time in proportion to the files in it, so its size is measured at most once a
+    second and the bytes admitted since are added to that."""
+
+    def __init__(self, root: Path, every: float = 1.0) -> None:
+        self.root, self.every = root, every
+        self._measured, self._at, self._since = 0, -1e9, 0
+        self._lock = threading.Lock()
+
+    def admit(self, n: int) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._at > self.every:
+                self._measured, self._at, self._since = folder_bytes(self.root), now, 0
+            if self._measured + self._since + n > disk_cap_bytes():
+                return False
+            self._since += n
+            return True
+
+
 def sweep(root: Path, age: float, keep: Iterable[str] = (), now: float | None = None) -> int:
     """Delete files under ``root`` last changed more than ``age`` seconds ago (except ``keep``),
     then every folder left empty that is older than that too. Returns how many files went."""

@@ -92,6 +92,7 @@ class UserModel:
     session: ort.InferenceSession  # every stage and the output
     stages: list[str]  # one tensor per spatial resolution: the last conv (+activation) output at it
     stage_convs: dict[str, str]  # stage -> the Conv node whose filters produce it (weight initializer name)
+    convs: dict[str, str]  # every Conv with its weights in the file, in graph order: "conv 3: 64×64×3×3" -> weights
     cam_head: tuple[str, np.ndarray, str] | None  # (feature tensor, class weights (classes, channels), layout)
     layers: list[dict]
     params: int
@@ -335,8 +336,22 @@ def open_model(data: bytes, name: str = "model.onnx", labels: str | None = None,
     layers, flops = _layer_table(g, shapes, _receptive_fields(g, spec.name))
     return UserModel(secrets.token_urlsafe(16), os.path.basename(name)[:80], spec, preset,
                      default_labels(n_classes, labels), output, g, session, stages,
-                     {s: candidates[s] for s in stages}, head, layers,
+                     {s: candidates[s] for s in stages}, conv_weights(g), head, layers,
                      sum(t.size for t in g.initializers.values()), flops, g.opsets.get("", g.opsets.get("ai.onnx", 0)))
+
+
+def conv_weights(g: Graph) -> dict[str, str]:
+    """Every Conv node whose weights the file holds, named for a picker: "conv 3: 64×64×3×3"."""
+    out = {}
+    for n in g.nodes:
+        if n.op_type == "Conv" and len(n.inputs) > 1 and n.inputs[1] in g.initializers:
+            out[f"conv {len(out) + 1}: {'×'.join(map(str, g.initializers[n.inputs[1]].dims))}"] = n.inputs[1]
+    return out
+
+
+def filters(m: UserModel, conv: str) -> np.ndarray:
+    """The weights (C_out, C_in, k, k) of one Conv of the model, by its name in ``m.convs``."""
+    return m.graph.initializers[m.convs[conv]].array().astype(np.float32)
 
 
 def embedded_card(g: Graph) -> dict | None:

@@ -183,6 +183,7 @@ def test_your_own_resnet18_opens_in_the_feature_maps_tab(page, tmp_path):
     assert page.locator("#own-filters img").count() >= 5
     assert page.locator("#own-heat img").count() == 1
     assert "Class-activation map" in page.locator("#own-where").inner_text()
+    page.wait_for_selector("#own-conv-filters img", timeout=20_000)  # the first conv's filters, any conv by the picker
     page.get_by_text("Layers (read off the ONNX graph)").click()
     page.wait_for_function("() => document.querySelector('#own-layers')?.innerText.includes('[1, 64, 112, 112]')",
                            timeout=20_000)  # the first conv's row: op, output shape, params, FLOPs, receptive field

@@ -407,3 +407,14 @@ def test_slow_request_headers_are_cut_off(app_url, monkeypatch):
         t = time.perf_counter()
         assert s.recv(100) == b""  # closed by the server
         assert time.perf_counter() - t < 3
+
+
+def test_the_disk_quota_counts_admitted_bytes_between_measurements(tmp_path, monkeypatch):
+    from convscope.uploads import DiskQuota
+
+    monkeypatch.setenv("CONVSCOPE_UPLOAD_DISK_MB", "1")
+    (tmp_path / "old.bin").write_bytes(b"\x00" * 600_000)
+    quota = DiskQuota(tmp_path, every=3600)  # measured once, at the first call
+    assert quota.admit(300_000)  # 0.6 + 0.3 MB
+    assert not quota.admit(200_000)  # 0.6 + 0.3 + 0.2 > 1 MiB, though nothing new is on disk yet
+    assert quota.admit(100_000)

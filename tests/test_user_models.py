@@ -19,7 +19,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 from convscope.onnx_graph import UnsafeModel  # noqa: E402
-from convscope.user_models import look, open_model  # noqa: E402
+from convscope.user_models import filters, look, open_model  # noqa: E402
 
 CAT = Image.open(REPO / "examples" / "photos" / "cat_chelsea.jpg")
 SIDE = 112  # px: every torchvision classifier here takes it (adaptive pooling), at a quarter of 224's cost
@@ -75,6 +75,9 @@ def test_torchvision_classifiers_open_predict_and_show_every_stage(torchvision_m
     assert v.heat_kind == {"resnet18": "cam", "densenet121": "cam", "efficientnet_b0": "cam",
                            "mobilenet_v3_small": "occlusion", "vgg11": "occlusion"}[name]
     assert m.layers and m.flops > 0 and m.params > 0
+    convs = [n for n in onnx.load_from_string(torchvision_models[name]).graph.node if n.op_type == "Conv"]
+    assert len(m.convs) == len(convs)  # the filters of every conv, not only the stages'
+    assert all(filters(m, c).ndim == 4 for c in m.convs)
 
 
 def test_a_keras_style_nhwc_model_gets_its_cam():

@@ -11,11 +11,13 @@ from typing import Any
 
 import gradio as gr
 
-from convscope.inspection import render_uploaded
+from convscope import visualize as viz
+from convscope.inspection import MAX_CHANNELS, render_uploaded
 from convscope.onnx_graph import UnsafeModel
 from convscope.preprocess import EmptyInput, InputError
 from convscope.uploads import MAX_MODEL_BYTES, NotAnUpload, check_upload
 from convscope.user_models import API_MODELS, PRESETS, UserModel, look, open_model
+from convscope.user_models import filters as user_filters
 
 INTRO = ("Upload an **ONNX image classifier** (exported from PyTorch with `torch.onnx.export(..., "
          "external_data=False)`, from Keras with tf2onnx, or any other) and see what it does: its top classes, "
@@ -76,6 +78,11 @@ def build() -> None:
                         height="auto", format="png", elem_id="own-stages")
     filters = gr.Gallery(label="The filters that produce each stage", columns=2, height="auto", format="png",
                          elem_id="own-filters")
+    with gr.Row(equal_height=False):
+        conv = gr.Dropdown([], label="The filters of any conv layer", elem_id="own-conv", scale=1)
+        channel = gr.Slider(0, 1, 0, step=1, label="Input channel to show", scale=1)
+    conv_img = gr.Image(show_label=False, interactive=False, format="png", elem_id="own-conv-filters")
+    conv_note = gr.Markdown()
     with gr.Accordion("Layers (read off the ONNX graph)", open=False):
         table = gr.Dataframe(headers=["op", "output shape", "params", "FLOPs", "receptive field"],
                              interactive=False, wrap=True, elem_id="own-layers")
@@ -85,8 +92,18 @@ def build() -> None:
             text = uploaded(labels_path, 2**20).decode("utf-8", "replace") if labels_path else None
             m = load(path, text, p, side)
         except (UnsafeModel, InputError) as e:
-            return [None, f"⚠️ {e}"]
-        return [m, describe(m) + "\n\nNow add an image."]
+            return [None, f"⚠️ {e}", gr.update(choices=[], value=None)]
+        first = next(iter(m.convs), None)
+        return [m, describe(m) + "\n\nNow add an image.", gr.update(choices=list(m.convs), value=first)]
+
+    def on_conv(m: UserModel | None, name: str | None, c: float) -> list:
+        if m is None or name not in m.convs:
+            return [None, "", gr.update()]
+        w = user_filters(m, name)
+        img, _, what = viz.filter_grid(w[:MAX_CHANNELS], int(c))
+        rgb = w.shape[1] == 3
+        return [img, f"{name}: {w.shape[0]} filters, {what}.",
+                gr.update(maximum=max(w.shape[1] - 1, 1), visible=not rgb and w.shape[1] > 1)]
 
     def on_image(m: UserModel | None, img: Any) -> list:
         if m is None or img is None:
@@ -98,8 +115,10 @@ def build() -> None:
         return [r["top"], r["heat"], r["where"], r["stages"], r["filters"], r["layers"]]
 
     views = [top, heat, where, stages, filters, table]
-    open_btn.click(on_open, [file, labels, preset, size], [model, found], api_visibility="private").then(
-        on_image, [model, image], views, api_visibility="private")
+    opened = open_btn.click(on_open, [file, labels, preset, size], [model, found, conv], api_visibility="private")
+    opened.then(on_image, [model, image], views, api_visibility="private")
+    for trigger in (conv.change, channel.release):
+        trigger(on_conv, [model, conv, channel], [conv_img, conv_note, channel], api_visibility="private")
     image.change(on_image, [model, image], views, trigger_mode="always_last", api_visibility="private")
     open_model_api()
 
