@@ -40,6 +40,7 @@ CallCheck = Callable[[str, dict], "tuple[int, str] | None"]  # (path, JSON body)
 
 MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around one capped file
 JSON_MAX_BYTES = 1 * 2**20  # Gradio API calls carry file references, never file bytes
+MAX_FILES_PER_REQUEST = 4  # an image editor sends its background, its layer and the composite (and a margin)
 GRADIO_API = "/gradio_api/"
 
 
@@ -111,16 +112,22 @@ def neutral_name(original: bytes) -> bytes:
 
 def rename_parts(body: bytes, content_type: str) -> bytes:
     """A multipart body with every part's file name replaced by :func:`neutral_name`; only the
-    part headers are touched, never the file bytes."""
+    part headers are touched, never the file bytes. Refuses (400) more than MAX_FILES_PER_REQUEST
+    files in one request: every input here takes one file."""
     m = re.search(r'boundary="?([^";]+)"?', content_type)
     if not m:
         return body
     delimiter = b"--" + m.group(1).encode("latin-1")
     parts = body.split(delimiter)
+    files = 0
     for i, part in enumerate(parts):
         head, sep, rest = part.partition(b"\r\n\r\n")
         if sep:
+            files += bool(_FILENAME.search(head))
             parts[i] = _FILENAME.sub(lambda g: g.group(1) + neutral_name(g.group(2)), head) + sep + rest
+    if files > MAX_FILES_PER_REQUEST:
+        raise Refused(400, f"{files} files in one request: send one file per input "
+                           f"(at most {MAX_FILES_PER_REQUEST} per request).")
     return delimiter.join(parts)
 
 

@@ -95,10 +95,10 @@ def folder_bytes(root: Path) -> int:
 
 class DiskQuota:
     """Whether the upload folder has room for ``n`` more bytes (CONVSCOPE_UPLOAD_DISK_MB). Walking
-    the folder costs time in proportion to the files in it, so its size is measured at most once a
-    second and the bytes admitted since are added to that."""
+    the folder costs time in proportion to the files in it (thousands under load), so its size is
+    measured at most every ``every`` seconds and the bytes admitted since are added to that."""
 
-    def __init__(self, root: Path, every: float = 1.0) -> None:
+    def __init__(self, root: Path, every: float = 10.0) -> None:
         self.root, self.every = root, every
         self._measured, self._at, self._since = 0, -1e9, 0
         self._lock = threading.Lock()

@@ -13,6 +13,7 @@ No Gradio here: the Feature maps tab, REST and the tests share it.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -137,14 +138,30 @@ def run(session: ort.InferenceSession, fetch: list[str], feed: dict) -> list[np.
         timer.cancel()
 
 
+def normalisation(preset: str) -> tuple | None:
+    """(mean, std) of x / 255 per channel for a preset name, or for a custom one written
+    "mean=0.5,0.5,0.5 std=0.25,0.25,0.25"; None for "raw". UnsafeModel for anything else."""
+    if preset in PRESETS:
+        return PRESETS[preset]
+    m = re.fullmatch(r"\s*mean\s*=\s*([-\d.,\s]+?)\s+std\s*=\s*([-\d.,\s]+?)\s*", preset or "")
+    try:
+        mean, std = ([float(v) for v in g.replace(" ", "").split(",") if v] for g in m.groups())
+    except (AttributeError, ValueError):
+        raise UnsafeModel(f"Unknown preprocessing {preset!r}: choose one of {sorted(PRESETS)}, or write "
+                          "'mean=0.5,0.5,0.5 std=0.25,0.25,0.25' (fractions of 255).") from None
+    if len(mean) not in (1, 3) or len(std) != len(mean) or min(std) <= 0:
+        raise UnsafeModel("A custom preprocessing needs 1 or 3 means and as many positive stds.")
+    return tuple(mean * (3 // len(mean))), tuple(std * (3 // len(std)))
+
+
 def to_input(rgb: np.ndarray, spec: InputSpec, preset: str, batch: int = 1) -> np.ndarray:
     """An RGB uint8 image (or a batch) -> the model's input tensor under a preprocessing preset."""
     x = rgb if rgb.ndim == 4 else rgb[None]
     x = x.astype(np.float32)
     if spec.channels == 1:
         x = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]
-    if PRESETS[preset] is not None:
-        mean, std = (np.asarray(v[: spec.channels], np.float32) * 255 for v in PRESETS[preset])
+    if (norm := normalisation(preset)) is not None:
+        mean, std = (np.asarray(v[: spec.channels], np.float32) * 255 for v in norm)
         x = (x - mean) / std
     if spec.layout == "NCHW":
         x = x.transpose(0, 3, 1, 2)
@@ -313,8 +330,7 @@ def open_model(data: bytes, name: str = "model.onnx", labels: str | None = None,
         spec.size = (min(int(size), MAX_INPUT_SIDE),) * 2
     card = embedded_card(g)  # a ConvScope file: its card says how it is fed and what its classes are
     preset = preset or ("raw" if spec.dtype == "uint8" or card else "imagenet")
-    if preset not in PRESETS:
-        raise UnsafeModel(f"Unknown preprocessing {preset!r}; choose one of {sorted(PRESETS)}.")
+    normalisation(preset)  # refuses an unknown or malformed one
     output = "probs" if card and "probs" in {o.name for o in g.outputs} else g.outputs[0].name
     if card and not labels:
         labels = "\n".join(card.get("labels") or [])

@@ -286,6 +286,14 @@ def test_an_image_over_10_mb_is_refused_when_an_image_input_reads_it(app_url):
         assert "event: error" in answer and "larger than 10 MB" in answer, (api, answer[-300:])
 
 
+def test_one_request_carries_at_most_a_few_files(app_url):
+    """Gradio's upload route took 100 files of 10 MB in one request; an input here takes one file."""
+    r = httpx.post(f"{app_url}gradio_api/upload", files=[("files", (f"{i}.png", SEVEN)) for i in range(20)],
+                   timeout=30)
+    assert r.status_code == 400 and "one file per input" in r.text
+    assert httpx.post(f"{app_url}gradio_api/upload", files={"files": ("7.png", SEVEN)}, timeout=10).status_code == 200
+
+
 def test_uploads_stop_when_the_folder_is_full(app_url, monkeypatch):
     monkeypatch.setenv("CONVSCOPE_UPLOAD_DISK_MB", "0.001")
     r = httpx.post(f"{app_url}gradio_api/upload", files={"files": ("7.png", SEVEN)}, timeout=10)

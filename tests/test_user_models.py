@@ -237,3 +237,27 @@ def test_models_stay_with_whoever_uploaded_them_and_expire():
 
     time.sleep(0.3)
     assert store.get(models[2].id) is None
+
+
+def test_preprocessing_presets_and_a_custom_mean_std():
+    from convscope.user_models import InputSpec, normalisation, to_input
+
+    spec = InputSpec("x", "NCHW", 3, "float32", (2, 2), False, True)
+    white = np.full((2, 2, 3), 255, np.uint8)
+    assert to_input(white, spec, "0-1").max() == pytest.approx(1.0)
+    assert to_input(white, spec, "-1-1").max() == pytest.approx(1.0)
+    assert to_input(white, spec, "raw").max() == pytest.approx(255.0)
+    assert to_input(white, spec, "mean=0.5 std=0.25").max() == pytest.approx(2.0)  # (1 - 0.5) / 0.25
+    assert normalisation("mean=0.1,0.2,0.3 std=0.5,0.5,0.5") == ((0.1, 0.2, 0.3), (0.5, 0.5, 0.5))
+    for bad in ("mean=1,2 std=1", "mean=0.5 std=0", "sepia"):
+        with pytest.raises(UnsafeModel):
+            normalisation(bad)
+
+
+def test_a_drawing_works_like_a_photo():
+    """What the Sketchpad gives: RGBA strokes on a transparent canvas (white paper for the model)."""
+    m = open_model((REPO / "models" / "mnist_cnn.onnx").read_bytes(), "mnist_cnn.onnx")
+    drawing = np.zeros((280, 280, 4), np.uint8)
+    drawing[60:220, 130:150, 3] = 255  # a black vertical stroke: a 1
+    v = look(m, drawing)
+    assert v.seen.shape == (28, 28, 3) and v.probs.shape == (10,)

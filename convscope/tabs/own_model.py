@@ -15,6 +15,7 @@ from convscope import visualize as viz
 from convscope.inspection import MAX_CHANNELS, render_uploaded
 from convscope.onnx_graph import UnsafeModel
 from convscope.preprocess import EmptyInput, InputError
+from convscope.tabs.common import SafeSketchpad, sketch_image
 from convscope.uploads import MAX_MODEL_BYTES, NotAnUpload, check_upload
 from convscope.user_models import API_MODELS, PRESETS, UserModel, look, open_model
 from convscope.user_models import filters as user_filters
@@ -64,12 +65,16 @@ def build() -> None:
             labels = gr.File(label="Labels (optional: one class name per line)", file_types=[".txt"],
                              type="filepath", elem_id="own-labels", height=90)
             with gr.Row():
-                preset = gr.Dropdown([AUTO, *PRESETS], value=AUTO, label="Preprocessing", elem_id="own-preset")
+                preset = gr.Dropdown([AUTO, *PRESETS], value=AUTO, label="Preprocessing", elem_id="own-preset",
+                                     allow_custom_value=True,
+                                     info="or type your own: mean=0.5,0.5,0.5 std=0.25,0.25,0.25")
                 size = gr.Number(None, label="Input side (dynamic models only)", precision=0)
             open_btn = gr.Button("Open model", variant="primary", elem_id="own-open")
             found = gr.Markdown(elem_id="own-found")
-            image = gr.Image(label="An image to show it", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                             elem_id="own-image", height=240)
+            image = SafeSketchpad(label="Draw, upload or paste an image", elem_id="own-image", type="numpy",
+                                  image_mode="RGBA", format="png", canvas_size=(280, 280), layers=False,
+                                  sources=("upload", "clipboard"),
+                                  brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=12))
         with gr.Column(scale=3, min_width=300):
             top = gr.Label(num_top_classes=5, label="Top 5", elem_id="own-top")
             heat = gr.Image(label="Where it looks", interactive=False, format="png", elem_id="own-heat", height=300)
@@ -106,6 +111,7 @@ def build() -> None:
                 gr.update(maximum=max(w.shape[1] - 1, 1), visible=not rgb and w.shape[1] > 1)]
 
     def on_image(m: UserModel | None, img: Any) -> list:
+        img = sketch_image(img)
         if m is None or img is None:
             return [None, None, "", None, None, None]
         try:
