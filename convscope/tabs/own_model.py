@@ -15,7 +15,7 @@ from convscope import visualize as viz
 from convscope.inspection import MAX_CHANNELS, render_uploaded
 from convscope.onnx_graph import UnsafeModel
 from convscope.preprocess import EmptyInput, InputError
-from convscope.tabs.common import SafeSketchpad, sketch_image
+from convscope.tabs.common import SafeImage, SafeSketchpad, sketch_image
 from convscope.uploads import MAX_MODEL_BYTES, NotAnUpload, check_upload
 from convscope.user_models import API_MODELS, PRESETS, UserModel, look, open_model
 from convscope.user_models import filters as user_filters
@@ -71,10 +71,12 @@ def build() -> None:
                 size = gr.Number(None, label="Input side (dynamic models only)", precision=0)
             open_btn = gr.Button("Open model", variant="primary", elem_id="own-open")
             found = gr.Markdown(elem_id="own-found")
-            image = SafeSketchpad(label="Draw, upload or paste an image", elem_id="own-image", type="numpy",
-                                  image_mode="RGBA", format="png", canvas_size=(280, 280), layers=False,
-                                  sources=("upload", "clipboard"),
-                                  brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=12))
+            image = SafeImage(label="An image to show it", type="pil", image_mode=None, elem_id="own-image",
+                              sources=["upload", "webcam", "clipboard"], height=240)
+            with gr.Accordion("… or draw one", open=False):
+                drawing = SafeSketchpad(elem_id="own-drawing", type="numpy", image_mode="RGBA", format="png",
+                                        canvas_size=(280, 280), layers=False, show_label=False,
+                                        brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=12))
         with gr.Column(scale=3, min_width=300):
             top = gr.Label(num_top_classes=5, label="Top 5", elem_id="own-top")
             heat = gr.Image(label="Where it looks", interactive=False, format="png", elem_id="own-heat", height=300)
@@ -125,7 +127,8 @@ def build() -> None:
     opened.then(on_image, [model, image], views, api_visibility="private")
     for trigger in (conv.change, channel.release):
         trigger(on_conv, [model, conv, channel], [conv_img, conv_note, channel], api_visibility="private")
-    image.change(on_image, [model, image], views, trigger_mode="always_last", api_visibility="private")
+    for source in (image, drawing):  # the last one changed is shown
+        source.change(on_image, [model, source], views, trigger_mode="always_last", api_visibility="private")
     open_model_api()
 
 
