@@ -30,7 +30,7 @@ import numpy as np
 from convscope.cards import TAB_NOTICES
 from convscope.preprocess import EmptyInput, InputError, TooLarge, read_image, xray_warnings
 from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
-from convscope.uploads import MAX_UPLOAD_BYTES, NotAnUpload, check_upload
+from convscope.uploads import MAX_UPLOAD_BYTES, check_upload
 
 # Input checks per preprocessing policy (the card names its policy): reasons the input may not be
 # what the model was trained on. The model answers anyway; the answer carries them.
@@ -157,15 +157,30 @@ def answer(model: ServedModel, image: Any, variant: str = DEFAULT_VARIANT, cam: 
     """One image (PIL, array or decoded upload) through one model: preprocessing by the card's
     policy, the model, the card's decision rule and input checks. Raises
     convscope.preprocess.InputError (with a message for the user) for input it cannot use."""
-    t = time.perf_counter()
-    warnings = INPUT_WARNINGS.get(model.card.input["preprocess"], lambda _: [])(image)
-    x = model.prepare(image)
-    want_cam = cam and bool(model.card.output_names("cam"))
-    outs = model.run(["probs", "cam"] if want_cam else ["probs"], x[None], variant)
-    probs = outs[0][0]
-    decision = decide(probs, model.card)
-    return Answer(model, model.resolve(variant), x, probs, decision, (time.perf_counter() - t) * 1e3, warnings,
-                  np.maximum(outs[1][0][decision.index], 0) if want_cam else None)
+    return answer_all([model], image, variant, cam)[0]
+
+
+def answer_all(models: list[ServedModel], image: Any, variant: str = DEFAULT_VARIANT,
+               cam: bool = False) -> list[Answer]:
+    """:func:`answer` for several models, preparing the image once per preprocessing policy (the
+    Digits tab's two models share one). Each latency counts that preparation and its own run."""
+    prepared: dict[str, tuple[list[str], np.ndarray, float]] = {}
+    answers = []
+    for model in models:
+        policy = model.card.input["preprocess"]
+        if policy not in prepared:
+            t = time.perf_counter()
+            warnings = INPUT_WARNINGS.get(policy, lambda _: [])(image)
+            prepared[policy] = (warnings, model.prepare(image), time.perf_counter() - t)
+        warnings, x, prep_s = prepared[policy]
+        t = time.perf_counter()
+        want_cam = cam and bool(model.card.output_names("cam"))
+        outs = model.run(["probs", "cam"] if want_cam else ["probs"], x[None], variant)
+        decision = decide(outs[0][0], model.card)
+        answers.append(Answer(model, model.resolve(variant), x, outs[0][0], decision,
+                              (prep_s + time.perf_counter() - t) * 1e3, list(warnings),
+                              np.maximum(outs[1][0][decision.index], 0) if want_cam else None))
+    return answers
 
 
 def answer_uploaded(model: Any, image: Any) -> Answer:
@@ -183,10 +198,7 @@ def read_upload(data: bytes | str | None) -> Any:
     upload reader: REST hands its file's bytes here, the tabs the path of Gradio's copy (which must
     be an upload of this server: convscope.uploads.check_upload)."""
     if isinstance(data, str):
-        try:
-            data = check_upload(data).read_bytes()
-        except NotAnUpload as e:
-            raise InputError(str(e)) from None
+        data = check_upload(data).read_bytes()
     if data is None:
         raise EmptyInput("No file was uploaded.")
     if not data:

@@ -137,6 +137,13 @@ def rename_parts(body: bytes, content_type: str) -> bytes:
 MODEL_ROUTES = ("/api/v1/models", "/gradio_api/upload")
 
 
+def is_json_call(scope: Scope, content_type: str) -> bool:
+    """A POST to Gradio's API with a JSON body (multipart ones carry files: uploads, and the image
+    editor's blobs sent to ``component_server``)."""
+    return scope["method"] == "POST" and scope["path"].startswith(GRADIO_API) \
+        and not content_type.lower().startswith("multipart/")
+
+
 @dataclass
 class Limits:
     max_body: int = MAX_UPLOAD_BYTES + MULTIPART_SLACK
@@ -156,16 +163,17 @@ class Guard:
         self.limits = limits or Limits()
         self.headers = security_headers()
 
-    def host_ok(self, scope: Scope) -> bool:
-        if "*" in self.limits.hosts:
-            return True
-        raw = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
-        return host_name(raw) in self.limits.hosts
+    def host_ok(self, headers: dict[bytes, bytes]) -> bool:
+        return "*" in self.limits.hosts or \
+            host_name(headers.get(b"host", b"").decode("latin-1")) in self.limits.hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and not self.host_ok(scope):
-            return await send({"type": "websocket.close", "code": 1008})
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])  # read once: every check below looks at them
+        if scope["type"] == "websocket":
+            if not self.host_ok(headers):
+                return await send({"type": "websocket.close", "code": 1008})
             return await self.app(scope, receive, send)
 
         async def send_with_headers(message: dict) -> None:
@@ -174,11 +182,13 @@ class Guard:
             await send(message)
 
         try:
-            if not self.host_ok(scope):
+            if not self.host_ok(headers):
                 raise Refused(400, "Invalid host header: this server does not answer to that name "
                                    "(set CONVSCOPE_ALLOWED_HOSTS to add one).")
-            body = await self.read_body(scope, receive)
-            body = self.check(scope, body)
+            content_type = headers.get(b"content-type", b"").decode("latin-1")  # (its boundary is case-sensitive)
+            json_call = is_json_call(scope, content_type)
+            body = await self.read_body(scope, headers.get(b"content-length"), json_call, receive)
+            body = self.check(scope, content_type, json_call, body)
         except Refused as r:
             return await self.refuse(send_with_headers, r)
 
@@ -193,12 +203,11 @@ class Guard:
 
         await self.app(scope, replay, send_with_headers)
 
-    async def read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def read_body(self, scope: Scope, length: bytes | None, json_call: bool, receive: Receive) -> bytes:
         """The whole request body, refused (413) as soon as it is known to pass the cap, and (408)
         when the client is too slow to send it."""
-        cap = (JSON_MAX_BYTES if self.is_json_call(scope) else
+        cap = (JSON_MAX_BYTES if json_call else
                self.limits.max_model_body if scope["path"].rstrip("/") in MODEL_ROUTES else self.limits.max_body)
-        length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > cap):
             raise Refused(413, f"The request is larger than {cap // 2**20 or 1} MB.")
         chunks, size = [], 0
@@ -220,24 +229,15 @@ class Guard:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    @staticmethod
-    def is_json_call(scope: Scope) -> bool:
-        """A POST to Gradio's API with a JSON body (multipart ones carry files: uploads, and the
-        image editor's blobs sent to ``component_server``)."""
-        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
-        return scope["method"] == "POST" and scope["path"].startswith(GRADIO_API) \
-            and not content_type.lower().startswith(b"multipart/")
-
-    def check(self, scope: Scope, body: bytes) -> bytes:
+    def check(self, scope: Scope, content_type: str, json_call: bool, body: bytes) -> bytes:
         """Refuse what must not reach the app; returns the body to pass on (uploads renamed)."""
         if scope["method"] != "POST":
             return body
-        content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
         if content_type.lower().startswith("multipart/"):  # files, for uploads or blobs: to disk next
             if self.quota is not None and not self.quota.admit(len(body)):
                 raise Refused(507, "The server's upload space is full: try again in a few minutes.")
             return rename_parts(body, content_type)
-        if self.is_json_call(scope) and body:
+        if json_call and body:
             try:
                 payload = json.loads(body)
             except ValueError:

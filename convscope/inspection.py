@@ -84,6 +84,12 @@ def enlarge(ins: Inspection, stage: str, channel: int) -> Image.Image:
     return viz.upscale(viz.colorize(maps[channel], lo, hi), ENLARGED)
 
 
+def layer_rows(layers: list[dict]) -> list[list]:
+    """A layer table (a card's ``layers``, or an uploaded model's) as the rows the tabs show."""
+    return [[r["op"], str(r["shape"]), f"{r['params']:,}", f"{r['flops']:,}",
+             "whole input" if r["receptive_field"] is None else r["receptive_field"]] for r in layers]
+
+
 def render_uploaded(view: Any, opacity: float = 0.5) -> dict:
     """The pictures for an uploaded model's view (convscope.user_models.UserView): one grid per
     stage, the filters that produce it, where it looks, and the top classes."""
@@ -105,6 +111,4 @@ def render_uploaded(view: Any, opacity: float = 0.5) -> dict:
              "grayed out (forward passes only: the head has no exact class-activation map)")
     top = view.top(5)
     return {"stages": stages, "filters": filters, "heat": heat, "where": f"{where}, for **{next(iter(top))}**.",
-            "top": top, "layers": [[r["op"], str(r["shape"]), f"{r['params']:,}", f"{r['flops']:,}",
-                                    "whole input" if r["receptive_field"] is None else r["receptive_field"]]
-                                   for r in m.layers]}
+            "top": top, "layers": layer_rows(m.layers)}

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convscope.onnx_wire import LEN, VARINT, _encode_varint, _fields, _varint
+from convscope.onnx_wire import LEN, VARINT, _encode_varint, _fields, _graph_field, _varint
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
@@ -299,10 +299,7 @@ def hostile_reason(g: Graph, max_tensor_bytes: int) -> str | None:
 def with_outputs(model: bytes, names: list[str]) -> bytes:
     """``model`` with extra graph outputs (names only: ONNX Runtime infers their types), so one run
     returns intermediate tensors such as every conv stage."""
-    start = payload = end = None
-    for number, wire, s, p, e in _fields(model):
-        if number == 7 and wire == LEN:
-            start, payload, end = s, p, e
+    start, payload, end = _graph_field(model)
     graph = bytearray(model[payload:end])
     for name in names:
         value_info = _encode_varint((1 << 3) | LEN) + _encode_varint(len(name.encode())) + name.encode()

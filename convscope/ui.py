@@ -91,14 +91,9 @@ def start_sweeper(demo: gr.Blocks) -> None:
         demo.sweeper.start()
 
 
-def guarded(app: object, demo: gr.Blocks | None = None) -> Guard:
-    """``app`` behind the Guard (convscope.guard), with the checks that need the Blocks."""
-    return Guard(app, uploads.upload_root(), validate_call=call_checker(demo) if demo is not None else None)
-
-
 def serve(demo: gr.Blocks) -> Guard:
     """One ASGI app, as `python app.py` serves it: REST + the Gradio UI and API, behind the Guard."""
-    return guarded(mount(demo), demo)
+    return Guard(mount(demo), uploads.upload_root(), validate_call=call_checker(demo))
 
 
 def call_checker(demo: gr.Blocks):

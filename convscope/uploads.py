@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from convscope.preprocess import InputError
+
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # one image file, in every door (UI, Gradio API, REST)
 # one uploaded ONNX model (CONVSCOPE_MAX_MODEL_MB): the only upload allowed to be larger than an image
 MAX_MODEL_BYTES = int(float(os.environ.get("CONVSCOPE_MAX_MODEL_MB", "100")) * 2**20)
@@ -28,8 +30,9 @@ SWEEPS_PER_WINDOW = 4  # the sweeper runs this often per window: a file lives at
 _OWN_DIR_ENV = "CONVSCOPE_OWN_TEMP_DIR"  # set when this process made GRADIO_TEMP_DIR itself
 
 
-class NotAnUpload(ValueError):
-    """A client named a file that is not one of its uploads (the message names no path)."""
+class NotAnUpload(InputError):
+    """A client named a file that is not one of its uploads, or one over the cap (the message
+    names no path, and is meant for the user like every InputError)."""
 
 
 def upload_window() -> float:

@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from convscope.answers import top_k
 from convscope.onnx_graph import DTYPE_NAMES, Graph, UnsafeModel, constant, hostile_reason, read_model, with_outputs
 from convscope.onnx_wire import keep_outputs
 from convscope.preprocess import InputError, to_rgb
@@ -154,7 +155,7 @@ def normalisation(preset: str) -> tuple | None:
     return tuple(mean * (3 // len(mean))), tuple(std * (3 // len(std)))
 
 
-def to_input(rgb: np.ndarray, spec: InputSpec, preset: str, batch: int = 1) -> np.ndarray:
+def to_input(rgb: np.ndarray, spec: InputSpec, preset: str) -> np.ndarray:
     """An RGB uint8 image (or a batch) -> the model's input tensor under a preprocessing preset."""
     x = rgb if rgb.ndim == 4 else rgb[None]
     x = x.astype(np.float32)
@@ -271,7 +272,7 @@ def _layer_table(g: Graph, shapes: dict[str, tuple], rf: dict) -> tuple[list[dic
     return rows, total
 
 
-def _probe(data: bytes, g: Graph, spec: InputSpec, candidates: list[str]) -> dict[str, tuple]:
+def _probe(data: bytes, spec: InputSpec, candidates: list[str]) -> dict[str, tuple]:
     """Shapes of the candidate tensors from one run on a gray image (ONNX Runtime infers them)."""
     sess = ort.InferenceSession(with_outputs(data, candidates), session_options(1), providers=["CPUExecutionProvider"])
     x = to_input(np.full((*spec.size, 3), 128, np.uint8), spec, "0-1")
@@ -339,8 +340,8 @@ def open_model(data: bytes, name: str = "model.onnx", labels: str | None = None,
     computing = [n.outputs[0] for n in g.nodes if n.op_type in TABLE_OPS]
     probe_names = list(dict.fromkeys([output, *candidates, *computing, *([head[0]] if head else [])]))
     try:
-        shapes = _probe(data, g, spec, probe_names)
-    except InputError:
+        shapes = _probe(data, spec, probe_names)
+    except InputError:  # the run's time budget: say so, not "cannot load"
         raise
     except Exception as e:  # ONNX Runtime refused the graph
         raise UnsafeModel(f"ONNX Runtime cannot load this model ({type(e).__name__}).") from None
@@ -367,7 +368,12 @@ def conv_weights(g: Graph) -> dict[str, str]:
 
 def filters(m: UserModel, conv: str) -> np.ndarray:
     """The weights (C_out, C_in, k, k) of one Conv of the model, by its name in ``m.convs``."""
-    return m.graph.initializers[m.convs[conv]].array().astype(np.float32)
+    return filters_of(m, m.convs[conv])
+
+
+def filters_of(m: UserModel, weights: str) -> np.ndarray:
+    """A Conv's weights as float32, a view of the file's bytes where they already are."""
+    return m.graph.initializers[weights].array().astype(np.float32, copy=False)
 
 
 def embedded_card(g: Graph) -> dict | None:
@@ -403,8 +409,7 @@ class UserView:
     heat_kind: str
 
     def top(self, k: int | None = 5) -> dict[str, float]:
-        order = np.argsort(self.probs)[::-1][:k]
-        return {self.model.labels[i]: float(self.probs[i]) for i in order}
+        return top_k(self.probs, self.model.labels, k)
 
 
 def predict(m: UserModel, image: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -425,7 +430,7 @@ def look(m: UserModel, image: Any) -> UserView:
     probs = probabilities(outs[m.output])[0]
     nchw = m.spec.layout == "NCHW"
     stages = {s: (outs[s][0] if nchw else outs[s][0].transpose(2, 0, 1)) for s in m.stages}
-    filters = {s: m.graph.initializers[w].array().astype(np.float32) for s, w in m.stage_convs.items()}
+    filters = {s: filters_of(m, w) for s, w in m.stage_convs.items()}
     top = int(probs.argmax())
     if m.cam_head is not None:
         feature, weights, layout = m.cam_head

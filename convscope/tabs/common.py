@@ -11,7 +11,7 @@ from PIL import Image
 from convscope.guard import file_paths
 from convscope.preprocess import DECODES, MAX_PIXELS, InputError, bounded, check_header
 from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
-from convscope.uploads import NotAnUpload, check_upload
+from convscope.uploads import check_upload
 
 UNREADABLE = ("Could not read this file as an image: it may be empty, truncated, or not a picture "
               "(PNG, JPEG, WebP, GIF, BMP and TIFF work).")
@@ -39,7 +39,7 @@ def _decode_errors_as_messages(preprocess: Callable[[Any], Any]) -> Callable[[An
             return bounded(out) if isinstance(out, Image.Image) else out
         except gr.Error:
             raise
-        except (NotAnUpload, InputError) as e:
+        except InputError as e:  # (NotAnUpload included)
             raise gr.Error(str(e)) from None
         except Image.DecompressionBombError:
             raise gr.Error(f"The image is too large (at most {MAX_PIXELS // 1_000_000} megapixels).") from None

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from convscope import visualize as viz
-from convscope.answers import Answer, answer
+from convscope.answers import Answer, answer, answer_all
 from convscope.card_text import article
 from convscope.preprocess import EmptyInput, InputError
 from convscope.runtime import Registry
@@ -87,7 +87,7 @@ def build(registry: Registry) -> None:
 
     def on_draw(value: Any) -> list:
         try:
-            answers = [answer(m, sketch_image(value)) for m in models]
+            answers = answer_all(models, sketch_image(value))  # the drawing is prepared once
         except EmptyInput:
             return [None, EMPTY_MESSAGE, *[None] * len(models), *[""] * len(models)]
         except InputError as e:

@@ -26,6 +26,7 @@ from convscope.inspection import (
     enlarge,
     filter_note,
     inspect,
+    layer_rows,
     render,
     render_uploaded,
 )
@@ -109,12 +110,6 @@ def stage_update(ins: Inspection, stage: dict) -> list:
             ch, fnote, fimg]
 
 
-def layer_rows(m: ServedModel) -> list[list]:
-    return [[r["op"], str(r["shape"]), f"{r['params']:,}", f"{r['flops']:,}",
-             "whole input" if r["receptive_field"] is None else r["receptive_field"]]
-            for r in m.card.layers]
-
-
 def inspect_view(m: ServedModel, value: Any, cls: str | None, alpha: float) -> list:
     """Every output of the inspector for one (model, input): state, what the model saw, status,
     top-3, CAM and its class picker and note, the layer table, then each StageSlot's values."""
@@ -123,7 +118,7 @@ def inspect_view(m: ServedModel, value: Any, cls: str | None, alpha: float) -> l
                           interactive=has_cam)
     note = "" if has_cam else ("This model has no global-average-pool classifier head, so it has no "
                                "exact class-activation map.")
-    empty = [None, "✏️ Draw a digit or upload an image.", None, None, labels_dd, note, layer_rows(m)]
+    empty = [None, "✏️ Draw a digit or upload an image.", None, None, labels_dd, note, layer_rows(m.card.layers)]
     try:
         t = time.perf_counter()
         ins = inspect(m, sketch_image(value))
@@ -138,7 +133,7 @@ def inspect_view(m: ServedModel, value: Any, cls: str | None, alpha: float) -> l
     seen_img = viz.upscale(ins.image[..., 0] if ins.image.shape[2] == 1 else ins.image, 168)
     cam_text = note or f"Where the evidence for **{r.get('cam_class')}** is (bright = more)."
     return [ins, seen_img, f"All maps computed in {ms:.0f} ms.", r["top"], r["cam"], labels_dd, cam_text,
-            layer_rows(m), *stages]
+            layer_rows(m.card.layers), *stages]
 
 
 def wire_stage(slot: StageSlot, i: int, state: gr.State) -> None:

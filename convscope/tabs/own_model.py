@@ -16,7 +16,7 @@ from convscope.inspection import MAX_CHANNELS, render_uploaded
 from convscope.onnx_graph import UnsafeModel
 from convscope.preprocess import EmptyInput, InputError
 from convscope.tabs.common import SafeImage, SafeSketchpad, sketch_image
-from convscope.uploads import MAX_MODEL_BYTES, NotAnUpload, check_upload
+from convscope.uploads import MAX_MODEL_BYTES, check_upload
 from convscope.user_models import API_MODELS, PRESETS, UserModel, look, open_model
 from convscope.user_models import filters as user_filters
 
@@ -42,10 +42,7 @@ def uploaded(path: str | None, max_bytes: int) -> bytes:
     """The bytes of a file this session uploaded (the path must be an upload of this server)."""
     if not path:
         raise EmptyInput("Upload an .onnx file first.")
-    try:
-        return check_upload(path, max_bytes=max_bytes).read_bytes()
-    except NotAnUpload as e:
-        raise InputError(str(e)) from None
+    return check_upload(path, max_bytes=max_bytes).read_bytes()
 
 
 def load(path: str | None, labels: str | None, preset: str, size: float | None) -> UserModel:
