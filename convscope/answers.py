@@ -5,10 +5,12 @@ The tabs, the named Gradio API, REST, the benchmarks and scripts all call :func:
 of them decides anything on its own. What an answer holds:
 
 - what the model saw (its input after the card's preprocessing policy),
-- the probabilities, and the **decision** under the card's rule (:func:`decide`): the most probable
-  class; for a binary model with a calibrated threshold, p(positive) >= threshold; and, where the
-  card sets ``reject_below``, *no* label when the top probability is under it (``label`` is None
-  and ``reason`` says why),
+- the probabilities, and the **decision** under the card's rules (:func:`decide`): *no* label
+  when the in-distribution gate says the input is not like the model's training images
+  (``ood_score`` above the card's ``ood.threshold``, export.gate); else the most probable class;
+  for a binary model with a calibrated threshold, p(positive) >= threshold; and, where the card
+  sets ``reject_below``, *no* label when the top probability is under it (``label`` is None and
+  ``reason`` says why),
 - warnings about the input (e.g. "this does not look like a chest film"),
 - the model's notice (e.g. not for clinical use) and its test-set operating point,
 - the class-activation map of the decided class when asked for and the graph has one,
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from convscope.cards import TAB_NOTICES
+from convscope.cards import TAB_NOTICES, TAB_SUBJECTS
 from convscope.preprocess import EmptyInput, InputError, TooLarge, read_image, xray_warnings
 from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
 from convscope.uploads import MAX_UPLOAD_BYTES, check_upload
@@ -55,7 +57,14 @@ class Decision:
     index: int  # the class the rule points at: the answer, or the best guess when withheld
     label: str | None  # None when the rule withholds the answer
     reason: str | None  # why it was withheld (None when answered)
-    rule: str  # "argmax", "threshold" or "reject_below"
+    rule: str  # "argmax", "threshold", "reject_below" or "out_of_distribution"
+    ood_score: float | None = None  # the gate's score; None for a model without a gate
+    ood_threshold: float | None = None
+
+    @property
+    def out_of_distribution(self) -> bool | None:
+        """Whether the gate withheld the answer (None: the model has no gate)."""
+        return None if self.ood_score is None else self.ood_score > self.ood_threshold
 
 
 def decided_classes(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
@@ -66,18 +75,26 @@ def decided_classes(probs: np.ndarray, threshold: float | None = None) -> np.nda
     return probs.argmax(1)
 
 
-def decide(probs: np.ndarray, card: Any) -> Decision:
-    """The decision for one image's probabilities under the card's rule (calibration section):
-    the class :func:`decided_classes` points at, withheld under ``reject_below``."""
+def decide(probs: np.ndarray, card: Any, ood_score: float | None = None) -> Decision:
+    """The decision for one image's probabilities under the card's rules: withheld when the gate's
+    ``ood_score`` is above the card's ``ood.threshold``; else the class :func:`decided_classes`
+    points at (calibration section), withheld under ``reject_below``."""
     labels, cal = card.labels, card.calibration or {}
     threshold, floor = cal.get("threshold"), cal.get("reject_below")
     i = int(decided_classes(probs[None], threshold)[0])
+    bar = (getattr(card, "ood", None) or {}).get("threshold")
+    gate = (ood_score, bar) if ood_score is not None and bar is not None else (None, None)
+    if gate[1] is not None and ood_score > bar:
+        subject = TAB_SUBJECTS.get(card.tab, "what it was trained on")
+        return Decision(i, None, f"This does not look like {subject} to this model (out-of-distribution score "
+                                 f"{ood_score:.1f}, above its {bar:.1f} threshold), so no class is named.",
+                        "out_of_distribution", *gate)
     if threshold is not None and len(probs) == 2:
-        return Decision(i, labels[i], None, "threshold")
+        return Decision(i, labels[i], None, "threshold", *gate)
     if floor is not None and probs[i] < floor:
         return Decision(i, None, f"The most probable class, {labels[i]}, has {probs[i]:.0%}: under this model's "
-                                 f"{floor:.0%} threshold, so no class is named.", "reject_below")
-    return Decision(i, labels[i], None, "argmax")
+                                 f"{floor:.0%} threshold, so no class is named.", "reject_below", *gate)
+    return Decision(i, labels[i], None, "argmax", *gate)
 
 
 @dataclass
@@ -108,7 +125,10 @@ class Answer:
         cal = self.model.card.calibration or {}
         out = {"model": self.model.name, "variant": self.variant, "label": self.label, "reason": self.decision.reason,
                "probabilities": self.top(), "decision_rule": self.decision.rule, "warnings": self.warnings,
+               "out_of_distribution": self.decision.out_of_distribution, "ood_score": self.decision.ood_score,
                "latency_ms": self.latency_ms}
+        if self.decision.ood_threshold is not None:
+            out["ood_threshold"] = self.decision.ood_threshold
         if cal.get("threshold") is not None:
             out["threshold"] = cal["threshold"]
         if cal.get("reject_below") is not None:
@@ -175,11 +195,13 @@ def answer_all(models: list[ServedModel], image: Any, variant: str = DEFAULT_VAR
         warnings, x, prep_s = prepared[policy]
         t = time.perf_counter()
         want_cam = cam and bool(model.card.output_names("cam"))
-        outs = model.run(["probs", "cam"] if want_cam else ["probs"], x[None], variant)
-        decision = decide(outs[0][0], model.card)
-        answers.append(Answer(model, model.resolve(variant), x, outs[0][0], decision,
+        gated = bool(model.card.ood) and bool(model.card.output_names("ood_score"))
+        fetch = ["probs", *(["cam"] if want_cam else []), *(["ood_score"] if gated else [])]
+        outs = dict(zip(fetch, model.run(fetch, x[None], variant), strict=True))
+        decision = decide(outs["probs"][0], model.card, float(outs["ood_score"][0]) if gated else None)
+        answers.append(Answer(model, model.resolve(variant), x, outs["probs"][0], decision,
                               (prep_s + time.perf_counter() - t) * 1e3, list(warnings),
-                              np.maximum(outs[1][0][decision.index], 0) if want_cam else None))
+                              np.maximum(outs["cam"][0][decision.index], 0) if want_cam else None))
     return answers
 
 

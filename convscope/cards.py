@@ -20,10 +20,15 @@ SCHEMA_VERSION = 1
 METADATA_KEY = "convscope_card"
 CLASSIFIER_TABS = ("digits", "cifar10", "xray")
 TABS = (*CLASSIFIER_TABS, "features")  # "features": feature extractors shown only in the Feature maps tab
-OUTPUT_KINDS = ("probs", "feature_map", "filters", "cam")
+# "features": a backbone's pooled feature vector (N, C), what the Teach tab fits a head on
+OUTPUT_KINDS = ("probs", "feature_map", "filters", "cam", "ood_score", "features")
 # The notice every answer of a tab's models carries (a card declares its tab: where it is served).
 TAB_NOTICES = {"xray": "Research demonstration, not for clinical use: this model is a teaching example, never "
                        "clinically validated; it must not inform any decision about a person's health."}
+
+# What a tab's models were trained on, as the answer says when their gate withholds one (export.gate).
+TAB_SUBJECTS = {"digits": "a handwritten digit", "cifar10": "a photo of one of CIFAR-10's ten classes",
+                "xray": "a chest X-ray"}
 
 
 _FLAT_LIST = re.compile(r"\[\s*((?:[^\[\]{}\s][^\[\]{}]*?)?)\s*\]", re.S)  # a list with no nested list/dict
@@ -58,6 +63,8 @@ class ModelCard:
     # accuracy_drop_pp, latency, shipped, ...}} (export.quantize; an INT8 file that failed its bound has no
     # file), {"single_view": {...}} (a net with test-time augmentation in its graph, without it: faster)
     variants: dict = field(default_factory=dict)
+    # the in-distribution gate (export.gate): its output, threshold, how it was fitted and what it withholds
+    ood: dict = field(default_factory=dict)
     sha256: str = ""  # of ``file``; empty only inside the ONNX metadata copy
     schema: int = SCHEMA_VERSION
 
@@ -67,7 +74,7 @@ class ModelCard:
             raise CardError("card is not a JSON object")
         names = {f.name for f in fields(cls)}
         missing = sorted(f.name for f in fields(cls) if f.name not in d
-                         and f.name not in ("artifacts", "layers", "variants", "sha256", "schema"))
+                         and f.name not in ("artifacts", "layers", "variants", "ood", "sha256", "schema"))
         if missing:
             raise CardError(f"card is missing {', '.join(missing)}")
         card = cls(**{k: v for k, v in d.items() if k in names})

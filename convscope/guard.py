@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convscope.uploads import MAX_MODEL_BYTES, MAX_UPLOAD_BYTES, DiskQuota, NotAnUpload, check_upload
+from convscope.uploads import (
+    MAX_MODEL_BYTES,
+    MAX_TEACH_BYTES,
+    MAX_TEACH_FILES,
+    MAX_UPLOAD_BYTES,
+    DiskQuota,
+    NotAnUpload,
+    check_upload,
+)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -41,6 +49,10 @@ CallCheck = Callable[[str, dict], "tuple[int, str] | None"]  # (path, JSON body)
 MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around one capped file
 JSON_MAX_BYTES = 1 * 2**20  # Gradio API calls carry file references, never file bytes
 MAX_FILES_PER_REQUEST = 4  # an image editor sends its background, its layer and the composite (and a margin)
+TEACH_ROUTE = "/api/v1/teach"
+# routes that take many files at once: Gradio's upload route (the Teach tab's multi-file inputs)
+# and REST teaching, each at most MAX_TEACH_FILES; every other route MAX_FILES_PER_REQUEST
+MANY_FILES_ROUTES = ("/gradio_api/upload", TEACH_ROUTE)
 GRADIO_API = "/gradio_api/"
 
 
@@ -110,10 +122,10 @@ def neutral_name(original: bytes) -> bytes:
     return f'"upload{ext.lower() if _SAFE_EXT.match(ext) else ""}"'.encode()
 
 
-def rename_parts(body: bytes, content_type: str) -> bytes:
+def rename_parts(body: bytes, content_type: str, max_files: int = MAX_FILES_PER_REQUEST) -> bytes:
     """A multipart body with every part's file name replaced by :func:`neutral_name`; only the
-    part headers are touched, never the file bytes. Refuses (400) more than MAX_FILES_PER_REQUEST
-    files in one request: every input here takes one file."""
+    part headers are touched, never the file bytes. Refuses (400) more than ``max_files`` files in
+    one request."""
     m = re.search(r'boundary="?([^";]+)"?', content_type)
     if not m:
         return body
@@ -125,9 +137,8 @@ def rename_parts(body: bytes, content_type: str) -> bytes:
         if sep:
             files += bool(_FILENAME.search(head))
             parts[i] = _FILENAME.sub(lambda g: g.group(1) + neutral_name(g.group(2)), head) + sep + rest
-    if files > MAX_FILES_PER_REQUEST:
-        raise Refused(400, f"{files} files in one request: send one file per input "
-                           f"(at most {MAX_FILES_PER_REQUEST} per request).")
+    if files > max_files:
+        raise Refused(400, f"{files} files in one request: at most {max_files} here.")
     return delimiter.join(parts)
 
 
@@ -148,6 +159,7 @@ def is_json_call(scope: Scope, content_type: str) -> bool:
 class Limits:
     max_body: int = MAX_UPLOAD_BYTES + MULTIPART_SLACK
     max_model_body: int = MAX_MODEL_BYTES + MULTIPART_SLACK
+    max_teach_body: int = MAX_TEACH_BYTES + MULTIPART_SLACK
     chunk_timeout: float = 20.0  # s between two pieces of a request body
     body_timeout: float = 120.0  # s for a whole body: 10 MB at about 0.7 Mbit/s
     hosts: list[str] = field(default_factory=allowed_hosts)
@@ -206,8 +218,9 @@ class Guard:
     async def read_body(self, scope: Scope, length: bytes | None, json_call: bool, receive: Receive) -> bytes:
         """The whole request body, refused (413) as soon as it is known to pass the cap, and (408)
         when the client is too slow to send it."""
-        cap = (JSON_MAX_BYTES if json_call else
-               self.limits.max_model_body if scope["path"].rstrip("/") in MODEL_ROUTES else self.limits.max_body)
+        path = scope["path"].rstrip("/")
+        cap = (JSON_MAX_BYTES if json_call else self.limits.max_model_body if path in MODEL_ROUTES
+               else self.limits.max_teach_body if path == TEACH_ROUTE else self.limits.max_body)
         if length is not None and (not length.isdigit() or int(length) > cap):
             raise Refused(413, f"The request is larger than {cap // 2**20 or 1} MB.")
         chunks, size = [], 0
@@ -236,7 +249,8 @@ class Guard:
         if content_type.lower().startswith("multipart/"):  # files, for uploads or blobs: to disk next
             if self.quota is not None and not self.quota.admit(len(body)):
                 raise Refused(507, "The server's upload space is full: try again in a few minutes.")
-            return rename_parts(body, content_type)
+            many = scope["path"].rstrip("/") in MANY_FILES_ROUTES
+            return rename_parts(body, content_type, MAX_TEACH_FILES if many else MAX_FILES_PER_REQUEST)
         if json_call and body:
             try:
                 payload = json.loads(body)

@@ -19,6 +19,7 @@ and an ``AttributeProto`` holds subgraphs in fields 6 and 11. Every kept byte is
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 MODEL_GRAPH, GRAPH_NODE, GRAPH_OUTPUT, VALUE_INFO_NAME = 7, 1, 12, 1
 NODE_INPUT, NODE_OUTPUT, NODE_ATTRIBUTE, ATTRIBUTE_GRAPHS = 1, 2, 5, (6, 11)
@@ -153,3 +154,69 @@ def keep_outputs(model: bytes, keep: Iterable[str]) -> bytes:
     # every other field of the model (opsets, metadata, ...) as it was, the new graph in its place
     return (model[:start] + _encode_varint((MODEL_GRAPH << 3) | LEN) + _encode_varint(len(new_graph))
             + bytes(new_graph) + model[end:])
+
+
+# Writing: just enough of ONNX's schema to append a linear classifier to a graph (the Teach tab's
+# taught models): TensorProto dims 1, data_type 2, name 8, raw_data 9; NodeProto op_type 4;
+# AttributeProto name 1, i 3, type 20; ValueInfoProto type 2 -> TypeProto tensor_type 1 ->
+# elem_type 1, shape 2 -> dim 1 -> dim_value 1 / dim_param 2; GraphProto initializer 5;
+# ModelProto metadata_props 14 -> StringStringEntryProto key 1, value 2.
+GRAPH_INITIALIZER, MODEL_METADATA = 5, 14
+FLOAT, ATTR_INT = 1, 2
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _encode_varint((number << 3) | LEN) + _encode_varint(len(payload)) + payload
+
+
+def _int_field(number: int, value: int) -> bytes:
+    return _encode_varint((number << 3) | VARINT) + _encode_varint(value)
+
+
+def float_tensor(name: str, array: Any) -> bytes:
+    """A TensorProto of float32 ``array`` (little-endian raw data)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(array, dtype="<f4")
+    return (b"".join(_int_field(1, d) for d in a.shape) + _int_field(2, FLOAT) + _len_field(8, name.encode())
+            + _len_field(9, a.tobytes()))
+
+
+def node(op_type: str, inputs: list[str], outputs: list[str], **ints: int) -> bytes:
+    """A NodeProto with integer attributes."""
+    attrs = b"".join(_len_field(NODE_ATTRIBUTE, _len_field(1, k.encode()) + _int_field(3, v) + _int_field(20, ATTR_INT))
+                     for k, v in ints.items())
+    return (b"".join(_len_field(NODE_INPUT, i.encode()) for i in inputs)
+            + b"".join(_len_field(NODE_OUTPUT, o.encode()) for o in outputs)
+            + _len_field(4, op_type.encode()) + attrs)
+
+
+def float_output(name: str, dims: list[int | str]) -> bytes:
+    """A ValueInfoProto for a float tensor output; a str dim is symbolic (e.g. "batch")."""
+    shape = b"".join(_len_field(1, _len_field(2, d.encode()) if isinstance(d, str) else _int_field(1, d))
+                     for d in dims)
+    return _len_field(VALUE_INFO_NAME, name.encode()) + _len_field(2, _len_field(1, _int_field(1, FLOAT)
+                                                                                + _len_field(2, shape)))
+
+
+def append_to_graph(model: bytes, nodes: list[bytes], initializers: list[bytes], outputs: list[bytes],
+                    metadata: dict[str, str] | None = None) -> bytes:
+    """``model`` with nodes, initializers and outputs appended to its graph (nodes after the
+    existing ones: topological order holds when they read existing tensors), and ``metadata``
+    entries set (replacing those of the same keys)."""
+    metadata = metadata or {}
+    out = bytearray()
+    for number, wire, start, payload, end in _fields(model):
+        if number == MODEL_GRAPH and wire == LEN:
+            out += _len_field(MODEL_GRAPH, model[payload:end] + b"".join(_len_field(GRAPH_NODE, n) for n in nodes)
+                              + b"".join(_len_field(GRAPH_INITIALIZER, t) for t in initializers)
+                              + b"".join(_len_field(GRAPH_OUTPUT, o) for o in outputs))
+        elif not (number == MODEL_METADATA and _metadata_key(model[payload:end]) in metadata):
+            out += model[start:end]
+    for k, v in metadata.items():
+        out += _len_field(MODEL_METADATA, _len_field(1, k.encode()) + _len_field(2, v.encode()))
+    return bytes(out)
+
+
+def _metadata_key(entry: bytes) -> str | None:
+    return next((entry[p:e].decode() for n, w, _, p, e in _fields(entry) if n == 1 and w == LEN), None)

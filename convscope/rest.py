@@ -3,10 +3,13 @@
     GET  /api/v1/models               every served model's card, plus the provider it runs on
     POST /api/v1/models               multipart field ``file`` (an .onnx image classifier) [, ``labels``]
                                       -> its id and what was found in it (convscope.user_models)
+    POST /api/v1/teach                multipart fields ``images`` (one per image) and ``labels`` (the class of
+                                      each, same order) -> a taught model's id and card (convscope.teach)
     POST /api/v1/predict/{model}      multipart field ``image`` [?variant=fp32 | int8 | single_view] [&cam=1]
                                       ({model}: a served model's name, or an uploaded model's id)
                                       -> the answer (convscope.answers.Answer.to_json): label (null
-                                         when the card's rule withholds it, with a reason), probabilities,
+                                         when the in-distribution gate or the card's rule withholds it,
+                                         with a reason), out_of_distribution and ood_score, probabilities,
                                          warnings, the notice and operating point, the CAM on request
     GET  /api/v1/docs                 OpenAPI docs (schema at /api/v1/openapi.json)
 
@@ -49,9 +52,14 @@ class Prediction(BaseModel):
     variant: str  # which file answered: "fp32" (the main file), or a shipped variant: "int8", "single_view"
     # (with no ?variant=, the model's default: INT8 where it ships, convscope.runtime.DEFAULT_PRECISION)
     label: str | None  # the decision under the card's rule; null when withheld (see reason)
-    reason: str | None  # why no label was given (e.g. under the card's reject_below threshold)
+    reason: str | None  # why no label was given (not like the training images, or under reject_below)
     probabilities: dict[str, float]  # every class, most probable first
-    decision_rule: str  # "argmax", "threshold" (binary, calibrated) or "reject_below"
+    decision_rule: str  # "argmax", "threshold" (binary, calibrated), "reject_below" or "out_of_distribution"
+    # the in-distribution gate (export.gate): true when ood_score is above ood_threshold and so no
+    # label is given; null for a model without a gate (an uploaded model)
+    out_of_distribution: bool | None = None
+    ood_score: float | None = None
+    ood_threshold: float | None = None
     warnings: list[str]  # reasons the input may not be what the model was trained on
     latency_ms: float  # decoding, preprocessing and inference on the server
     threshold: float | None = None  # binary models: p(positive) >= threshold names the positive class
@@ -136,6 +144,25 @@ def build_rest(registry: Registry) -> FastAPI:
         except (UnsafeModel, InputError) as e:
             raise HTTPException(400, str(e)) from None
         return API_MODELS.add(m).summary() | {"expires_in_s": API_MODELS.ttl}
+
+    @api.post(f"{API}/teach", summary="Teach a new classifier from your images (transfer learning on ImageNet "
+              "EfficientNet-Lite0, seconds on a CPU); answers its id and card. Then POST /api/v1/predict/{id} "
+              "answers with it until it expires.",
+              responses={413: {"description": "over the size cap"},
+                         422: {"description": "images or classes it cannot learn from, with the reason"}})
+    def teach_model(images: Annotated[list[UploadFile], File(description="one part per image file")],
+                    labels: Annotated[list[str], Form(description="the class of each image, one field per image, "
+                                                                  "in the same order")]) -> dict:
+        from convscope import teach
+
+        try:
+            if len(images) != len(labels):
+                raise teach.TeachError(f"{len(images)} images but {len(labels)} labels: one label per image.")
+            items = [(name, teach.squash(read_upload(upload_bytes(f)))) for name, f in zip(labels, images, strict=True)]
+            t = teach.teach(items, teach.backbone_of(registry))
+        except InputError as e:
+            raise http_error(e) from None
+        return {"id": API_MODELS.add(t.model).id, "expires_in_s": API_MODELS.ttl, "card": t.card}
 
     @api.post(f"{API}/echo", include_in_schema=False)
     def echo(image: ImageFile) -> Echo:

@@ -70,12 +70,12 @@ DEFAULT_VARIANT = "default"  # what a request that names no variant asks for: Se
 DEFAULT_PRECISION = "auto"
 
 
-PREDICTION_OUTPUTS = ("probs", "cam")  # what the tabs and the REST API fetch for an answer
+PREDICTION_OUTPUTS = ("probs", "cam", "ood_score")  # what the tabs and the REST API fetch for an answer
 
 
 def prediction_outputs(names: list[str]) -> list[str]:
-    """The outputs a prediction session keeps: probabilities and class-activation maps; all of
-    them for a feature extractor (no ``probs``)."""
+    """The outputs a prediction session keeps: probabilities, class-activation maps and the
+    in-distribution gate's score; all of them for a feature extractor (no ``probs``)."""
     return [n for n in names if n in PREDICTION_OUTPUTS] or list(names)
 
 

@@ -12,7 +12,7 @@ from convscope import uploads
 from convscope.guard import Guard
 from convscope.rest import build_rest
 from convscope.runtime import MODELS_DIR, Registry, load_registry
-from convscope.tabs import cifar, digits, features, xray
+from convscope.tabs import cifar, digits, features, teach, xray
 from convscope.tabs.common import SafeSketchpad
 
 # Gradio's per-file upload limit: a model for "your own model" may be this large; an image input
@@ -44,14 +44,18 @@ def build_app(models_dir: str | Path = MODELS_DIR, registry: Registry | None = N
         gr.Markdown(f"# {TITLE}\nEvery model here was trained in PyTorch, exported to ONNX and is "
                     "served by ONNX Runtime. Each one's model card (accuracy measured on the ONNX "
                     "file, training time, limitations) is in `models/`.")
-        with gr.Tab("Digits", id="digits"):
-            digits.build(registry)
-        with gr.Tab("CIFAR-10", id="cifar10"):
-            cifar.build(registry)
-        with gr.Tab("Feature maps", id="features"):
-            features.build(registry)
-        with gr.Tab("X-ray", id="xray"):
-            xray.build(registry)
+        own = gr.State(None)  # the session's "your own model" (Feature maps), where Teach puts its model
+        with gr.Tabs() as tabs:
+            with gr.Tab("Digits", id="digits"):
+                digits.build(registry)
+            with gr.Tab("CIFAR-10", id="cifar10"):
+                cifar.build(registry)
+            with gr.Tab("Feature maps", id="features"):
+                feature_tabs = features.build(registry, own)
+            with gr.Tab("X-ray", id="xray"):
+                xray.build(registry)
+            with gr.Tab("Teach", id="teach"):
+                teach.build(registry, own, tabs, feature_tabs)
         demo.load(None, None, None, js=digits.SELECT_BRUSH_JS)
         # An echo endpoint with the same input as predict_digit: the benchmark's baseline for
         # what the Gradio round trip costs without preprocessing or a model.

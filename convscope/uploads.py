@@ -26,6 +26,9 @@ from convscope.preprocess import InputError
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # one image file, in every door (UI, Gradio API, REST)
 # one uploaded ONNX model (CONVSCOPE_MAX_MODEL_MB): the only upload allowed to be larger than an image
 MAX_MODEL_BYTES = int(float(os.environ.get("CONVSCOPE_MAX_MODEL_MB", "100")) * 2**20)
+# the Teach tab and POST /api/v1/teach: many images in one request (a zip, or one part per image)
+MAX_TEACH_BYTES = 50 * 2**20
+MAX_TEACH_FILES = int(os.environ.get("CONVSCOPE_TEACH_IMAGES", "300"))
 SWEEPS_PER_WINDOW = 4  # the sweeper runs this often per window: a file lives at most 1.25 windows
 _OWN_DIR_ENV = "CONVSCOPE_OWN_TEMP_DIR"  # set when this process made GRADIO_TEMP_DIR itself
 

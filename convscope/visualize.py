@@ -112,9 +112,11 @@ def filter_grid(w: np.ndarray, in_channel: int = 0, target: int = 64) -> tuple[I
     return grid(tiles, columns(len(w))), m, f"input channel {c} of each {k}×{k} filter"
 
 
-def overlay(base_gray_or_rgb: np.ndarray, heat: np.ndarray, opacity: float, side: int = 280) -> Image.Image:
-    """A class-activation map (any size) upsampled smoothly onto the input image."""
+def overlay(base_gray_or_rgb: np.ndarray, heat: np.ndarray | None, opacity: float, side: int = 280) -> Image.Image:
+    """A class-activation map (any size) upsampled smoothly onto the input image (None: the image alone)."""
     base = Image.fromarray(base_gray_or_rgb).convert("RGB").resize((side, side), Image.Resampling.NEAREST)
+    if heat is None:
+        return served(base)
     h = heat - heat.min()
     h = h / (h.max() or 1.0)
     hm = Image.fromarray((h * 255).astype(np.uint8)).resize((side, side), Image.Resampling.BILINEAR)

@@ -26,10 +26,10 @@ import torch
 from convscope.cards import METADATA_KEY, ModelCard, sha256_file
 from convscope.metrics import classification_metrics, predict_probs, roc_auc
 from convscope.runtime import make_session
-from export import clinical
+from export import clinical, gate
 from export.fit_analysis import fit_analysis
 from export.onnx_export import check_parity, count_flops, describe_outputs, export_onnx, latency_ms
-from export.published import REFERENCES, export_imagenet_stem
+from export.published import REFERENCES, export_imagenet_lite0, export_imagenet_stem
 from export.quantize import calibration_count, quantize_int8, ships
 from export.wrap import ExportWrapper
 from train import nets, plots
@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
     """Export one checkpoint (or a published reference) to models/: ONNX file, variants, card."""
     args = parse_args(argv)
     if args.target in REFERENCES:  # published weights, not a training run
-        card = export_imagenet_stem(args.data_dir, Path(args.models_dir), Path(args.checkpoints_dir))
+        card = (export_imagenet_stem(args.data_dir, Path(args.models_dir), Path(args.checkpoints_dir))
+                if args.target == "imagenet_stem" else export_imagenet_lite0(args.data_dir, Path(args.models_dir)))
         print(json.dumps({"model": card.file, "parity_max_abs_diff": card.parity["max_abs_diff"],
                           "params": card.params, "flops": card.flops}, indent=1))
         return card
@@ -316,6 +317,7 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
     assert shipped.graph.SerializeToString() == graph_bytes, "shipped graph differs from the measured one"
     card.sha256 = sha256_file(f"{stem}.onnx")
     Path(f"{stem}.json").write_text(card.to_json())
+    card = gate.gate_model(recipe.name, models_dir, args.data_dir, args.smoke)  # rewrites the files and card
 
     if not args.smoke and ckpt_path.name in ("last.pt", "best.pt"):  # keep the weights this model came from
         ckpt_dir = Path(args.checkpoints_dir)

@@ -51,8 +51,8 @@ def describe_outputs(wrapper: ExportWrapper, onnx_path: Path) -> tuple[list[dict
     outputs = []
     for n in wrapper.output_names:
         o = {"name": n, "kind": "feature_map", "shape": shapes[n]}
-        if n == "probs":
-            o["kind"] = "probs"
+        if n in ("probs", "features"):
+            o["kind"] = n
         elif n == "cam":
             o |= {"kind": "cam", "of": wrapper.cam_stage}
         elif n.endswith("_filters"):

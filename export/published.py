@@ -1,5 +1,11 @@
 """Reference models that are not trained here but exported from published weights.
 
+``imagenet_lite0``: the whole ImageNet EfficientNet-Lite0 without its classifier: the frozen
+backbone of the Teach tab (its ``features`` output, the pooled 1280 numbers a new head is fitted
+on) and, in the Feature maps tab, every stage of an ImageNet-trained network. Re-exporting it
+needs the published weights file (../shared/data/weights): no checkpoint copy is committed, as
+the file is the published one unchanged.
+
 ``imagenet_stem``: the first layer of ImageNet-trained EfficientNet-Lite0, so the Feature maps
 tab can show *trained* first-layer filters (the course's exercise) and their responses to any
 image. It is a feature extractor (no probabilities); its card's metrics record what was checked:
@@ -27,7 +33,7 @@ from train.datasets import resolve_data_dir
 LITE0_WEIGHTS = "weights/efficientnet-lite0-57934424.pth"
 LITE0_SOURCE = ("EfficientNet-Lite0 ImageNet-1k weights (Tan & Le, ICML 2019; Google, Apache-2.0), PyTorch "
                 "port efficientnet-lite0-57934424.pth, loaded into timm's tf_efficientnet_lite0")
-REFERENCES = ("imagenet_stem",)
+REFERENCES = ("imagenet_stem", "imagenet_lite0")
 
 
 def sample_images(data_dir: Path, n: int = 4) -> np.ndarray | None:
@@ -100,4 +106,50 @@ def export_imagenet_stem(data_dir: str | None, models_dir: Path, checkpoints_dir
         onnx.save(model, models_dir / card.file)
     card.sha256 = sha256_file(models_dir / card.file)
     (models_dir / "imagenet_stem.json").write_text(card.to_json())
+    return card
+
+
+def export_imagenet_lite0(data_dir: str | None, models_dir: Path) -> ModelCard:
+    root = resolve_data_dir(data_dir)
+    weights = root / LITE0_WEIGHTS
+    if not weights.exists():
+        raise SystemExit(f"need {weights}: the published EfficientNet-Lite0 weights")
+    net = nets.ImageNetLite0()
+    net.init_imagenet(str(weights))
+    wrapper = ExportWrapper(net.eval())
+    real = sample_images(root)
+    if real is None:
+        real = np.random.default_rng(2).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    path = models_dir / "imagenet_lite0.onnx"
+    model = export_onnx(wrapper, path)
+    sess = make_session(path, threads=2)
+    parity = check_parity(wrapper, sess, real)
+    outputs, layers = describe_outputs(wrapper, path)
+    card = ModelCard(
+        name="imagenet_lite0", title="EfficientNet-Lite0 (ImageNet-trained, no classifier)", tab="features",
+        file=path.name,
+        description="The whole ImageNet EfficientNet-Lite0 up to its last conv stage and global average pool: "
+                    "every stage's responses, and the 1280 pooled features the Teach tab fits new classes on.",
+        input={"name": "image", "dtype": "uint8", "layout": "NHWC", "shape": [None, 224, 224, 3], "range": [0, 255],
+               "color": "RGB", "preprocess": "imagenet_center",
+               "preprocess_note": "shorter side to 256 (bicubic), central 224x224 crop; scaled to [-1, 1] inside "
+                                  "the graph (the Teach tab squashes the whole image to 224x224 instead)"},
+        outputs=outputs, labels=[],
+        metrics={"kind": "feature extractor: no test-set accuracy applies", "source": LITE0_WEIGHTS,
+                 "source_sha256": sha256_file(weights),
+                 "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"},
+        calibration={}, params=nets.count_params(net), flops=sum(r["flops"] for r in layers),
+        training={"recipe": None, "note": "not trained here: published ImageNet weights", "train_time_s": 0,
+                  "command": "python -m export imagenet_lite0"},
+        versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                  "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))},
+        data_sources=[LITE0_SOURCE],
+        limitations=["ImageNet features: new classes that look like nothing in ImageNet (X-rays, microscope "
+                     "slides) get weaker features than photos of objects."],
+        parity=parity, layers=layers,
+    )
+    onnx.helper.set_model_props(model, {METADATA_KEY: card.metadata_json()})
+    onnx.save(model, path)
+    card.sha256 = sha256_file(path)
+    (models_dir / "imagenet_lite0.json").write_text(card.to_json())
     return card

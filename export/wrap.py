@@ -41,15 +41,22 @@ class ExportWrapper(nn.Module):
         return getattr(self.net, "is_classifier", True)
 
     @property
+    def exports_features(self) -> bool:
+        """A backbone (no classifier) whose forward_stages returns its pooled features first."""
+        return getattr(self.net, "exports_features", False)
+
+    @property
     def output_names(self) -> list[str]:
-        return [*(["probs"] if self.is_classifier else []), *self.stage_names,
+        return [*(["probs"] if self.is_classifier else []), *(["features"] if self.exports_features else []),
+                *self.stage_names,
                 *[f"{s}_filters" for s in self.filter_stages], *(["cam"] if self.cam_stage else [])]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = image.permute(0, 3, 1, 2).to(torch.float32)
         logits, stages = self.net.forward_stages(x)
         convs = self.net.stage_convs()
-        outs = [*([torch.softmax(logits, dim=1)] if self.is_classifier else []), *stages.values(),
+        outs = [*([torch.softmax(logits, dim=1)] if self.is_classifier else []),
+                *([logits] if self.exports_features else []), *stages.values(),
                 *[convs[s].weight.clone() for s in self.filter_stages]]
         if self.cam_stage:
             # logits = scale * W f / T: the CAM is of the logits the probabilities come from

@@ -17,6 +17,7 @@ from convscope.cards import CLASSIFIER_TABS, ModelCard, find_cards  # noqa: E402
 
 START, END = "<!-- results:start (scripts/update_readme.py) -->", "<!-- results:end -->"
 XRAY_START, XRAY_END = "<!-- xray-results:start (scripts/update_readme.py) -->", "<!-- xray-results:end -->"
+GATE_START, GATE_END = "<!-- gate:start (scripts/update_readme.py) -->", "<!-- gate:end -->"
 CMP_START, CMP_END = "<!-- cifar-comparison:start (scripts/update_readme.py) -->", "<!-- cifar-comparison:end -->"
 
 
@@ -108,10 +109,28 @@ def xray_table(models_dir: Path = REPO / "models") -> str:
     return "\n".join(out + (["", *notes] if notes else []))
 
 
+def gate_table(models_dir: Path = REPO / "models") -> str:
+    """Each classifier's in-distribution gate (export.gate): what it withholds of the sets it never saw."""
+    cards = [c for c in (ModelCard.load(p) for p in find_cards(models_dir)) if c.ood]
+    fams = sorted({k for c in cards for k in c.ood["measured_on_held_out"]["negatives"]})
+    out = ["| model | its validation / test images withheld | other own sets | held-out negatives withheld | "
+           + " | ".join(fams) + " | gate cost |", "|---|---:|---|---:|" + "---:|" * len(fams) + "---:|"]
+    for c in cards:
+        m = c.ood["measured_on_held_out"]
+        own = m["own"]
+        other = "; ".join(f"{k}: {v['withheld']} of {v['n']} withheld" for k, v in own.items() if k not in ("val", "test"))
+        cells = [_pct(m["negatives"][f]["withheld_share"]) if f in m["negatives"] else "—" for f in fams]
+        out.append(f"| `{c.name}` | {_pct(own['val']['withheld_share'])} / **{own['test']['withheld_share']:.2%}** "
+                   f"(n={own['test']['n']:,}) | {other or '—'} | **{m['negatives_all']['withheld_share']:.1%}** "
+                   f"(n={m['negatives_all']['n']:,}) | " + " | ".join(cells) + f" | {c.ood['cost']['gate_ms']:.3f} ms |")
+    return "\n".join(out)
+
+
 BLOCKS = {  # page -> the generated blocks it holds
     "README.md": ((START, END, table),),
     "docs/cifar.md": ((CMP_START, CMP_END, comparison),),
     "docs/xray.md": ((XRAY_START, XRAY_END, xray_table),),
+    "docs/gate.md": ((GATE_START, GATE_END, gate_table),),
 }
 
 

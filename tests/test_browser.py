@@ -122,22 +122,22 @@ def test_cifar_tab_classifies_an_uploaded_photo(page):
     page.screenshot(path=os.environ.get("CONVSCOPE_CIFAR_SCREENSHOT", "/tmp/convscope-cifar.png"), full_page=True)
 
 
+def upload_film(page, path: str) -> None:
+    """Put a file in the X-ray tab's file input, removing the one shown first if there is one."""
+    files = page.locator("#xray-file input[type=file]")
+    if files.count() == 0:
+        page.locator("#xray-file button[aria-label='Clear'], #xray-file button[title='Clear']").first.click()
+    files.first.set_input_files(path)
+
+
 @pytest.mark.browser
-def test_xray_tab_reads_a_dicom_upload_and_shows_notice_decision_and_heatmap(page, tmp_path):
+def test_xray_tab_reads_a_dicom_upload_and_shows_notice_decision_and_heatmap(page):
     if not any(c.tab == "xray" for c in CARDS):
         pytest.skip("no X-ray model shipped")
-    import numpy as np
-
-    from tests.bad_inputs import dicom_bytes, film
-
-    path = os.environ.get("CONVSCOPE_XRAY_FILE")  # e.g. a real film, for the README screenshot
-    if not path:
-        path = str(tmp_path / "film.dcm")
-        inverted = 4095 - film().astype(np.uint16) * 16
-        (tmp_path / "film.dcm").write_bytes(dicom_bytes(inverted, photometric="MONOCHROME1"))
+    path = os.environ.get("CONVSCOPE_XRAY_FILE") or str(REPO / "examples" / "xray" / "kermany_normal_1.dcm")
     page.get_by_role("tab", name="X-ray").click()
     assert "not for clinical use" in page.locator("#xray-notice").inner_text()
-    page.locator("#xray-file input[type=file]").set_input_files(path)
+    upload_film(page, path)
     page.wait_for_function("() => /suggested|most probable/.test(document.querySelector('#xray-decision')?.innerText)",
                            timeout=30_000)
     assert page.locator("#xray-heatmap img").count() == 1
@@ -145,6 +145,26 @@ def test_xray_tab_reads_a_dicom_upload_and_shows_notice_decision_and_heatmap(pag
         "PPV" in page.locator("#xray-decision").inner_text()
     assert "not for clinical use" in page.locator("#xray-notice").inner_text()  # still there after the answer
     page.screenshot(path=os.environ.get("CONVSCOPE_XRAY_SCREENSHOT", "/tmp/convscope-xray.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_xray_tab_withholds_a_horse_silhouette(page):
+    """The in-distribution gate: no class named, the reason and score in its place, the
+    probabilities only in the collapsed "Answer anyway" view."""
+    if not any(c.tab == "xray" for c in CARDS):
+        pytest.skip("no X-ray model shipped")
+    page.get_by_role("tab", name="X-ray").click()
+    upload_film(page, str(REPO / "examples" / "photos" / "horse_silhouette.jpg"))
+    page.wait_for_function(
+        "() => /does not look like a chest X-ray/.test(document.querySelector('#xray-decision')?.innerText)",
+        timeout=30_000)
+    decision = page.locator("#xray-decision").inner_text()
+    assert "score" in decision and "pneumonia" not in decision.lower()
+    assert page.locator("#xray-label [data-testid='label-output-value']").count() == 0  # the big label is empty
+    anyway = page.locator("#xray-label-anyway")
+    assert anyway.is_visible() and "Answer anyway" in anyway.inner_text()
+    anyway.get_by_text("Answer anyway").click()  # opens to the probabilities
+    page.wait_for_selector("#xray-label-anyway-label [data-testid='label-output-value']", timeout=10_000)
 
 
 EXPORT_RESNET18 = """
@@ -189,3 +209,36 @@ def test_your_own_resnet18_opens_in_the_feature_maps_tab(page, tmp_path):
                            timeout=20_000)  # the first conv's row: op, output shape, params, FLOPs, receptive field
     assert "Conv" in page.locator("#own-layers").inner_text()
     page.screenshot(path=os.environ.get("CONVSCOPE_OWN_SCREENSHOT", "/tmp/convscope-own-model.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_teach_three_classes_then_open_the_model_in_feature_maps(page, tmp_path):
+    """Name three classes, upload images to each, train, see the held-out result, open the model
+    in Feature maps and see its answer and where it looks."""
+    from tests.test_teach import COLOURS, picture, png
+
+    page.get_by_role("tab", name="Teach").click()
+    for i, (name, colour) in enumerate(COLOURS.items()):
+        page.locator(f"#teach-name-{i} textarea, #teach-name-{i} input").first.fill(name)
+        paths = []
+        for j in range(5):
+            (tmp_path / f"{name}{j}.png").write_bytes(png(picture(colour, 10 * i + j)))
+            paths.append(str(tmp_path / f"{name}{j}.png"))
+        page.locator(f"#teach-files-{i} input[type=file]").set_input_files(paths)
+        page.wait_for_function(f"() => document.querySelector('#teach-count-{i}')?.innerText.includes('5 images')",
+                               timeout=30_000)
+    page.locator("#teach-train").click()
+    page.wait_for_function("() => document.querySelector('#teach-status')?.innerText.includes('Trained')",
+                           timeout=120_000)
+    status = page.locator("#teach-status").inner_text()
+    assert "held-out images right" in status, status
+    assert "blue" in page.locator("#teach-confusion").inner_text()
+    page.screenshot(path=os.environ.get("CONVSCOPE_TEACH_SCREENSHOT", "/tmp/convscope-teach.png"), full_page=True)
+    page.locator("#teach-open").click()
+    page.wait_for_function("() => document.querySelector('#own-found')?.innerText.includes('taught_')",
+                           timeout=30_000)
+    (tmp_path / "try.png").write_bytes(png(picture(COLOURS["green"], 99)))
+    page.locator("#own-image input[type=file]").set_input_files(str(tmp_path / "try.png"))
+    sel = "#own-top [data-testid='label-output-value']"
+    page.wait_for_function(f"() => document.querySelector(\"{sel}\")?.innerText.trim() === 'green'", timeout=60_000)
+    assert page.locator("#own-heat img").count() == 1  # the class-activation map of the taught head

@@ -46,8 +46,9 @@ def gradio_answer(client, card, name: str, data: bytes, variant: str, tmp_path) 
 
 def same(a: dict, b: dict, doors: str) -> None:
     for key in ("model", "variant", "label", "reason", "decision_rule", "warnings", "not_for_clinical_use",
-                "threshold", "reject_below", "operating_point_test"):
+                "threshold", "reject_below", "operating_point_test", "out_of_distribution", "ood_threshold"):
         assert a.get(key) == b.get(key), (doors, key, a.get(key), b.get(key))
+    assert a["ood_score"] == pytest.approx(b["ood_score"], abs=1e-5), doors
     assert list(a["probabilities"]) == list(b["probabilities"]), doors
     for k, p in a["probabilities"].items():
         assert p == pytest.approx(b["probabilities"][k], abs=1e-6), (doors, k)
@@ -74,10 +75,12 @@ def test_the_three_doors_agree(card, client, app_url, tmp_path):
                 assert rest["not_for_clinical_use"] is True and rest["operating_point_test"], what
             if card.tab == "xray" and what == "photo":
                 assert any("coloured" in w for w in rest["warnings"]), rest["warnings"]
+            if card.tab in ("xray", "digits") and what == "photo":  # the in-distribution gate
+                assert rest["out_of_distribution"] is True and rest["label"] is None, rest
+                assert "does not look like" in rest["reason"], rest
             if card.tab == "digits" and what == "scribble":
                 assert rest["label"] is None and "threshold" in rest["reason"], rest
-    if card.calibration.get("reject_below") is None:
-        assert withheld == 0  # no rule to withhold by: every answer names a class
+    assert withheld > 0  # a cat photo is withheld by the X-ray and digit gates, a scribble or a film by CIFAR's
 
 
 @pytest.mark.parametrize("card", [c for c in CLASSIFIERS if c.output_names("cam")], ids=lambda c: c.name)

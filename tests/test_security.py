@@ -286,11 +286,17 @@ def test_an_image_over_10_mb_is_refused_when_an_image_input_reads_it(app_url):
         assert "event: error" in answer and "larger than 10 MB" in answer, (api, answer[-300:])
 
 
-def test_one_request_carries_at_most_a_few_files(app_url):
-    """Gradio's upload route took 100 files of 10 MB in one request; an input here takes one file."""
-    r = httpx.post(f"{app_url}gradio_api/upload", files=[("files", (f"{i}.png", SEVEN)) for i in range(20)],
+def test_one_request_carries_at_most_so_many_files(app_url):
+    """Gradio's upload route took 100 files of 10 MB in one request: it now takes at most the Teach
+    tab's image cap (its multi-file inputs), and a one-image route at most a few."""
+    from convscope.uploads import MAX_TEACH_FILES
+
+    r = httpx.post(f"{app_url}gradio_api/upload",
+                   files=[("files", (f"{i}.png", SEVEN)) for i in range(MAX_TEACH_FILES + 1)], timeout=60)
+    assert r.status_code == 400 and f"at most {MAX_TEACH_FILES}" in r.text
+    r = httpx.post(f"{app_url}api/v1/predict/mnist_lenet5", files=[("image", (f"{i}.png", SEVEN)) for i in range(5)],
                    timeout=30)
-    assert r.status_code == 400 and "one file per input" in r.text
+    assert r.status_code == 400 and "at most 4" in r.text
     assert httpx.post(f"{app_url}gradio_api/upload", files={"files": ("7.png", SEVEN)}, timeout=10).status_code == 200
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +56,12 @@ def test_smoke_train_resume_export_serve(recipe, tmp_path):
         assert again.training == card.training
     reg = load_registry(models)
     assert list(reg.models) == [recipe] and not reg.broken
+    # export installs the in-distribution gate: in the graph, the card, and every answer
+    assert card.ood["threshold"] is not None and "ood_score" in card.output_names("ood_score")
+    from convscope.answers import answer
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert answer(reg.models[recipe], noise).decision.out_of_distribution is not None
     assert not (tmp_path / "ckpt").exists()  # smoke exports never touch the shipped checkpoints
 
 

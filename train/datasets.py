@@ -232,6 +232,36 @@ def load_covid_collection(split: str, data_dir: str | os.PathLike | None = None,
     return ArraySplit(x=x, y=np.full(len(rows), 2 if covid else -1, np.int64), labels=XRAY_LABELS_3)
 
 
+NIH_ZIP = "nih_cxr_adult/nih_cxr_adult_224.zip"
+NIH_CSV = "nih_cxr_adult/nih_cxr_adult_224.csv"
+NIH_SOURCE = ("NIH ChestX-ray14 (Wang et al., CVPR 2017; NIH Clinical Center), 818 adult frontal films as sampled by "
+              "Ozturk et al. 2020: 428 'No Finding', 390 with a Pneumonia label; public for research")
+
+
+def nih_available(data_dir: str | os.PathLike | None = None) -> bool:
+    root = resolve_data_dir(data_dir)
+    return (root / NIH_ZIP).exists() and (root / NIH_CSV).exists()
+
+
+def nih_split_of(patient_id: str) -> str:
+    """train / val / test for a patient of the adult NIH films: a stable hash of the id, 70/15/15."""
+    import hashlib
+
+    pct = int(hashlib.sha256(f"nih|{patient_id}".encode()).hexdigest(), 16) % 100
+    return "train" if pct < COVID_SPLIT[0] else "val" if pct < COVID_SPLIT[1] else "test"
+
+
+def load_nih_adult(split: str = "all", data_dir: str | os.PathLike | None = None) -> ArraySplit:
+    """The adult NIH films of ``split`` (by patient: :func:`nih_split_of`; "all" for every film),
+    (N, 224, 224, 1) uint8, labels normal 0 / pneumonia 1. No shipped classifier trained on them."""
+    root = resolve_data_dir(data_dir)
+    if not nih_available(root):
+        raise _xray_missing(root, "The adult NIH films (nih_cxr_adult/)")
+    rows = [r for r in _csv_rows(root / NIH_CSV) if split == "all" or nih_split_of(r["patient_id"]) == split]
+    x = _read_gray_zip(root / NIH_ZIP, [r["png_name"] for r in rows])
+    return ArraySplit(x=x, y=np.array([XRAY_LABELS_2.index(r["label"]) for r in rows], np.int64), labels=XRAY_LABELS_2)
+
+
 def load_covid3(split: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> ArraySplit:
     """normal / pneumonia (Kermany, pediatric) + COVID-19 (the collection, adult), same ``split``
     names as :func:`load_kermany`; the COVID patients are split 70/15/15 by :func:`covid_split_of`."""

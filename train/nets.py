@@ -378,6 +378,19 @@ def load_lite0_imagenet(model: nn.Module, weights_path: str) -> nn.Module:
     return model
 
 
+def lite0_stages(body: nn.Module, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    """The conv stages of a timm EfficientNet-Lite0 ``body`` on normalised input ``x``."""
+    stem = body.bn1(body.conv_stem(x))  # 112 px, 32 channels
+    stages = OrderedDict(stem=stem)
+    h = stem
+    for i, block in enumerate(body.blocks):
+        h = block(h)
+        if i in (1, 2, 4):  # 56 px (24 ch), 28 px (40 ch), 14 px (112 ch)
+            stages[f"blocks{i}"] = h
+    stages["head"] = body.bn2(body.conv_head(h))  # 7 px, 1280 channels: what a classifier pools
+    return stages
+
+
 class PerImageStandardize(nn.Module):
     """Each image to zero mean and standard deviation ``scale`` over its own pixels.
 
@@ -452,16 +465,8 @@ class XrayLite0(nn.Module):
 
     def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
         b = self.body
-        stem = b.bn1(b.conv_stem(self.normalize(x)))  # 112 px, 32 channels
-        stages = OrderedDict(stem=stem)
-        h = stem
-        for i, block in enumerate(b.blocks):
-            h = block(h)
-            if i in (1, 2, 4):  # 56 px (24 ch), 28 px (40 ch), 14 px (112 ch)
-                stages[f"blocks{i}"] = h
-        head = b.bn2(b.conv_head(h))  # 7 px, 1280 channels: what the classifier pools
-        stages["head"] = head
-        logits = self.classifier(F.dropout(b.global_pool(head), b.drop_rate, self.training))
+        stages = lite0_stages(b, self.normalize(x))
+        logits = self.classifier(F.dropout(b.global_pool(stages["head"]), b.drop_rate, self.training))
         return logits / self.temperature, stages
 
     def stage_convs(self) -> OrderedDict[str, nn.Conv2d | None]:
@@ -498,10 +503,44 @@ class ImageNetStem(nn.Module):
         return OrderedDict(stem=self.conv_stem)
 
 
+class ImageNetLite0(nn.Module):
+    """ImageNet-trained EfficientNet-Lite0 without its classifier: the frozen backbone the Teach
+    tab fits new heads on (its pooled 1280 features), and every one of its stages for the Feature
+    maps tab. Pixels scaled to [-1, 1] in the graph, as the ImageNet weights expect."""
+
+    cam_stage = None
+    image_size = 224
+    is_classifier = False
+    exports_features = True  # forward_stages returns the pooled features where classifiers return logits
+
+    def __init__(self) -> None:
+        super().__init__()
+        import timm  # only the nets built on it need timm
+
+        self.normalize = Normalize([0.5] * 3, [0.5] * 3)
+        self.body = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+
+    @torch.no_grad()
+    def init_imagenet(self, weights_path: str) -> None:
+        full = load_lite0_imagenet(tf_efficientnet_lite0(), weights_path).state_dict()
+        for k in ("classifier.weight", "classifier.bias"):
+            full.pop(k)
+        self.body.load_state_dict(full)
+
+    def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
+        """(the pooled features (N, 1280), the stages)."""
+        stages = lite0_stages(self.body, self.normalize(x))
+        return stages["head"].mean((2, 3)), stages
+
+    def stage_convs(self) -> OrderedDict[str, nn.Conv2d | None]:
+        return OrderedDict(stem=self.body.conv_stem, blocks1=None, blocks2=None, blocks4=None, head=None)
+
+
 NETS: dict[str, type[nn.Module]] = {
     "lenet5": LeNet5,
     "mnist_cnn": MnistCNN,
     "imagenet_stem": ImageNetStem,
+    "imagenet_lite0": ImageNetLite0,
     "cifar_resnet": CifarResNet,
     "cifar_simple": CifarSimple,
     "cifar_inception": CifarInception,

@@ -21,7 +21,16 @@ from convscope.answers import Answer, answer
 from convscope.card_text import CLASSIC_ARCHS, COMPARISON_HEADERS, article, comparison_rows, variant_note
 from convscope.preprocess import EmptyInput, InputError
 from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
-from convscope.tabs.common import SafeImage, tab_models, variant_for, variant_radio
+from convscope.tabs.common import (
+    NO_PROBABILITIES,
+    SafeImage,
+    answer_anyway,
+    gate_verdict,
+    shown_probabilities,
+    tab_models,
+    variant_for,
+    variant_radio,
+)
 
 TAB = "cifar10"
 EXPECTED = ("cifar_resnet", "cifar_inception", "cifar_simple")  # shown in this order
@@ -35,6 +44,8 @@ EMPTY_MESSAGE = "📷 **Upload, snap or paste a photo**, or pick an example belo
 def verdict(a: Answer) -> str:
     card, i = a.model.card, a.decision.index
     timing = f"{a.latency_ms:.1f} ms, {card.variant_label(a.variant)}"
+    if gate := gate_verdict(a):
+        return f"{gate} · {timing}"
     if a.label is None:
         return (f"🤔 **Maybe none of these 10 classes.** Best guess *{card.labels[i]}* at {a.probs[i]:.0%}, "
                 f"under this model's {card.calibration['reject_below']:.0%} threshold · {timing}")
@@ -64,8 +75,9 @@ def build(registry: Registry) -> None:
         with gr.Column(scale=2, min_width=240):
             seen = gr.Image(label="What the model sees (32×32)", elem_id="cifar-seen", height=PREVIEW_SIDE + 40,
                             interactive=False, buttons=[], format="png")
-            label = gr.Label(num_top_classes=3, label="Top 3", elem_id="cifar-label")
             status = gr.Markdown(EMPTY_MESSAGE, elem_id="cifar-status")
+            label = gr.Label(num_top_classes=3, label="Top 3", elem_id="cifar-label")
+            box, anyway = answer_anyway("cifar-label")
 
     def run(value: Any, name: str, wanted: str = DEFAULT_VARIANT) -> list:
         m = by_name.get(name) or by_name[default]
@@ -73,12 +85,12 @@ def build(registry: Registry) -> None:
         try:
             a = answer(m, value, chosen)
         except EmptyInput:
-            return [None, None, EMPTY_MESSAGE]
+            return [None, EMPTY_MESSAGE, *NO_PROBABILITIES]
         except InputError as e:
-            return [None, None, f"⚠️ {e}"]
-        return [viz.served(viz.upscale(a.seen, PREVIEW_SIDE)), a.top(3), verdict(a) + fallback]
+            return [None, f"⚠️ {e}", *NO_PROBABILITIES]
+        return [viz.served(viz.upscale(a.seen, PREVIEW_SIDE)), verdict(a) + fallback, *shown_probabilities(a)]
 
-    outputs = [seen, label, status]
+    outputs = [seen, status, label, box, anyway]
     photos = sorted(PHOTOS.glob("*.jpg"))
     if photos:
         gr.Examples([[str(p), default] for p in photos], inputs=[photo, model_dd], outputs=outputs, fn=run,
@@ -111,8 +123,9 @@ def classify_image_api(by_name: dict[str, ServedModel], default: str) -> None:
     """The named endpoint ``classify_image``: a photo, a model and a variant in, the answer out."""
     def classify_image(image: Image.Image | None, model: str = default, variant: str = DEFAULT_VARIANT) -> dict:
         """The answer for a photo (any size; centred square, 32x32), as REST gives it: ``label``
-        is null when the card's rule says it may show none of the classes (reject_below), with
-        the ``reason``; ``probabilities`` are every class's, most probable first.
+        is null when the in-distribution gate says it is not like CIFAR-10's photos
+        (``out_of_distribution``, ``ood_score``) or the card's rule says it may show none of the
+        classes (reject_below), with the ``reason``; ``probabilities`` are every class's, most probable first.
 
         ``variant``: "default" (INT8 where the model ships it, else FP32), "fp32" (the main file),
         or one the model ships: "int8", "single_view" (no test-time augmentation). Raises a clear

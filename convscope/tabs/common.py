@@ -8,6 +8,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from convscope.answers import Answer
+from convscope.cards import TAB_SUBJECTS
 from convscope.guard import file_paths
 from convscope.preprocess import DECODES, MAX_PIXELS, InputError, bounded, check_header
 from convscope.runtime import MAIN_VARIANT, Registry, ServedModel
@@ -113,3 +115,32 @@ def variant_radio(models: list[ServedModel], elem_id: str, selected: ServedModel
                     elem_id=elem_id, visible=len(order) > 1,
                     info="INT8 is the default where a model ships it and it ran faster: export ships one "
                          "only if its test accuracy is within a few tenths of a point of FP32's")
+
+
+def answer_anyway(elem_id: str, k: int | None = 3) -> tuple[gr.Accordion, gr.Label]:
+    """The collapsed "Answer anyway" view: where the probabilities go when an answer is withheld."""
+    with gr.Accordion("Answer anyway", open=False, visible=False, elem_id=f"{elem_id}-anyway") as box:
+        probs = gr.Label(num_top_classes=k, show_label=False, elem_id=f"{elem_id}-anyway-label")
+    return box, probs
+
+
+NO_PROBABILITIES = [None, gr.update(visible=False), None]  # for the three outputs of shown_probabilities
+
+
+def shown_probabilities(a: Answer, k: int | None = 3) -> list:
+    """[big label, "Answer anyway" box, its label]: the probabilities go in the big label when the
+    answer names a class, else only in the collapsed box, so a withheld answer shows no class name."""
+    if a.label is None:
+        return [None, gr.update(visible=True, open=False), a.top(k)]
+    return [a.top(k), gr.update(visible=False), None]
+
+
+def gate_verdict(a: Answer) -> str | None:
+    """The headline when the in-distribution gate withheld the answer, else None."""
+    if not a.decision.out_of_distribution:
+        return None
+    subject = TAB_SUBJECTS.get(a.model.card.tab, "what it was trained on")
+    return (f"🚫 **This does not look like {subject} to this model.** Out-of-distribution score "
+            f"{a.decision.ood_score:.1f}; it names a class only up to {a.decision.ood_threshold:.1f} "
+            "(its own validation images score below that 99.5% of the time). The probabilities are under "
+            "*Answer anyway*.")

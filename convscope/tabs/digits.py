@@ -19,7 +19,15 @@ from convscope.answers import Answer, answer, answer_all
 from convscope.card_text import article
 from convscope.preprocess import EmptyInput, InputError
 from convscope.runtime import Registry
-from convscope.tabs.common import SafeSketchpad, sketch_image, tab_models
+from convscope.tabs.common import (
+    NO_PROBABILITIES,
+    SafeSketchpad,
+    answer_anyway,
+    gate_verdict,
+    shown_probabilities,
+    sketch_image,
+    tab_models,
+)
 
 TAB = "digits"
 EXPECTED = ("mnist_lenet5", "mnist_cnn")  # shown in this order; other digit models follow
@@ -43,6 +51,8 @@ PREVIEW_SIDE = 140  # px: the 28x28 input shown 5x, nearest-neighbour so pixels 
 
 def verdict(a: Answer) -> str:
     best = a.model.card.labels[a.decision.index]
+    if gate := gate_verdict(a):
+        return f"{gate} · {a.latency_ms:.1f} ms"
     if a.label is None:
         return f"🤔 **Doesn't look like a digit.** Best guess {best} at {a.probs[a.decision.index]:.0%}, " \
                f"under the {a.model.card.calibration['reject_below']:.0%} threshold · {a.latency_ms:.1f} ms"
@@ -76,25 +86,31 @@ def build(registry: Registry) -> None:
             seen = gr.Image(label="What the models see (28×28)", elem_id="digit-preview", height=PREVIEW_SIDE + 40,
                             interactive=False, buttons=[], format="png")
             status = gr.Markdown(EMPTY_MESSAGE, elem_id="digit-status")
-    labels, verdicts = [], []
+    per_model = []  # [label, verdict, "answer anyway" box, its label] of each model
     with gr.Row():
         for m in models:
             with gr.Column(min_width=220):
                 gr.Markdown(f"### {m.card.title}\n{m.card.params:,} parameters · "
                             f"{m.card.metrics['accuracy']:.2%} on MNIST test")
-                labels.append(gr.Label(num_top_classes=3, label="top 3", elem_id=f"label-{m.name}"))
-                verdicts.append(gr.Markdown("", elem_id=f"verdict-{m.name}"))
+                shown = gr.Label(num_top_classes=3, label="top 3", elem_id=f"label-{m.name}")
+                said = gr.Markdown("", elem_id=f"verdict-{m.name}")
+                per_model += [shown, said, *answer_anyway(f"label-{m.name}")]
+    blank = [NO_PROBABILITIES[0], "", *NO_PROBABILITIES[1:]] * len(models)
 
     def on_draw(value: Any) -> list:
         try:
             answers = answer_all(models, sketch_image(value))  # the drawing is prepared once
         except EmptyInput:
-            return [None, EMPTY_MESSAGE, *[None] * len(models), *[""] * len(models)]
+            return [None, EMPTY_MESSAGE, *blank]
         except InputError as e:
-            return [None, f"⚠️ {e}", *[None] * len(models), *[""] * len(models)]
-        return [preview(answers[0].seen[..., 0]), "", *[a.top(3) for a in answers], *[verdict(a) for a in answers]]
+            return [None, f"⚠️ {e}", *blank]
+        out = []
+        for a in answers:
+            top, box, anyway = shown_probabilities(a)
+            out += [top, verdict(a), box, anyway]
+        return [preview(answers[0].seen[..., 0]), "", *out]
 
-    outputs = [seen, status, *labels, *verdicts]
+    outputs = [seen, status, *per_model]
     sketch.change(on_draw, sketch, outputs, show_progress="hidden", trigger_mode="always_last",
                   api_visibility="private")
     # Press the Sketchpad's own "Clear canvas" tool in the browser: setting the editor's value to

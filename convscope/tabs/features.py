@@ -39,11 +39,13 @@ from convscope.user_models import API_MODELS, look
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # made by scripts/make_examples.py
 
 
-def build(registry: Registry) -> None:
+def build(registry: Registry, own: gr.State | None = None) -> gr.Tabs:
+    """Render the tab; ``own``: the session's "your own model" state, shared with the Teach tab.
+    Returns the sub-tabs (the Teach tab opens its model in "Your own model")."""
     models = registry.models
     gr.Markdown("Look inside any model served here: what each convolution stage computes from your "
                 "input, the filters that compute it, and where the model looks when it decides.")
-    with gr.Tabs():
+    with gr.Tabs() as tabs:
         with gr.Tab("Inside a model"):
             if not models:
                 gr.Markdown(missing_notice(registry.broken) or "No models are available.",
@@ -51,9 +53,10 @@ def build(registry: Registry) -> None:
             else:
                 _build_inspector(models)
         with gr.Tab("Your own model", id="own-model"):
-            own_model.build()
+            own_model.build(own)
         with gr.Tab("Convolution arithmetic"):
             playground.build()
+    return tabs
 
 
 @dataclass

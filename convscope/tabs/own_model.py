@@ -52,10 +52,11 @@ def load(path: str | None, labels: str | None, preset: str, size: float | None) 
                       None if preset in (AUTO, "", None) else preset, side)
 
 
-def build() -> None:
-    """Render the sub-tab inside the current ``gr.Tab`` context."""
+def build(model: gr.State | None = None) -> None:
+    """Render the sub-tab inside the current ``gr.Tab`` context; ``model``: the session's state
+    holding the model shown (shared with the Teach tab, which puts a taught model there)."""
     gr.Markdown(INTRO)
-    model = gr.State(None)  # this session's model
+    model = model if model is not None else gr.State(None)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=280):
             file = gr.File(label="ONNX model (.onnx)", file_types=[".onnx"], type="filepath", elem_id="own-file")
@@ -124,6 +125,9 @@ def build() -> None:
     opened.then(on_image, [model, image], views, api_visibility="private")
     for trigger in (conv.change, channel.release):
         trigger(on_conv, [model, conv, channel], [conv_img, conv_note, channel], api_visibility="private")
+    # a model put here by the Teach tab: say what it is and show it on the current image
+    model.change(lambda m: describe(m) if m else "", model, found, api_visibility="private")
+    model.change(on_image, [model, image], views, api_visibility="private")
     for source in (image, drawing):  # the last one changed is shown
         source.change(on_image, [model, source], views, trigger_mode="always_last", api_visibility="private")
     open_model_api()

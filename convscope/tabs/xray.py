@@ -22,7 +22,15 @@ from convscope.answers import answer, read_upload
 from convscope.card_text import card_summary, decision_text
 from convscope.preprocess import EmptyInput, InputError
 from convscope.runtime import DEFAULT_VARIANT, Registry, ServedModel
-from convscope.tabs.common import tab_models, variant_for, variant_radio
+from convscope.tabs.common import (
+    NO_PROBABILITIES,
+    answer_anyway,
+    gate_verdict,
+    shown_probabilities,
+    tab_models,
+    variant_for,
+    variant_radio,
+)
 
 TAB = "xray"
 EXPECTED = ("xray_pneumonia", "xray_covid3")
@@ -31,6 +39,7 @@ NOTICE = ("⚕️ **Research demonstration — not for clinical use.** These mod
           "(and, for COVID-19, adult films from elsewhere), and they must not inform any decision about a "
           "person's health. Uploaded files are processed in memory and not kept.")
 EMPTY_MESSAGE = "🩻 **Upload a chest X-ray**: PNG or JPEG (8- or 16-bit) or DICOM, frontal view."
+FILMS = Path(__file__).resolve().parents[2] / "examples" / "xray"  # see SOURCES.md there
 OVERLAY_SIDE = 320  # px
 DEFAULT_OPACITY = 0.45
 
@@ -49,17 +58,23 @@ def build(registry: Registry) -> None:
         with gr.Column(scale=2, min_width=280):
             upload = gr.File(label="Chest X-ray (PNG, JPEG, 16-bit PNG, DICOM)", type="filepath",
                              elem_id="xray-file", height=120)
+            films = sorted(FILMS.glob("*.png")) + sorted(FILMS.glob("*.dcm"))
+            if films:  # only the file: the answer comes from the model and variant chosen above
+                gr.Examples([[str(p)] for p in films], inputs=[upload], elem_id="xray-examples",
+                            label="Example films (Kermany test split and adult NIH films; sources in "
+                                  "examples/xray/SOURCES.md)")
             model_radio = gr.Radio(choices, value=default, label="Model", elem_id="xray-model")
             variant = variant_radio(models, "xray-variant", by_name[default])
             opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity",
                                 elem_id="xray-opacity")
-            warnings_md = gr.Markdown(elem_id="xray-warnings", elem_classes=["cs-notice"], visible=False)
         with gr.Column(scale=3, min_width=300):
             heat = gr.Image(label="What the model sees (224×224), with the class-activation map of its decision",
                             elem_id="xray-heatmap", interactive=False, format="png", height=OVERLAY_SIDE + 40,
                             buttons=[])
-            label = gr.Label(label="Calibrated probabilities", elem_id="xray-label")
             decision = gr.Markdown(EMPTY_MESSAGE, elem_id="xray-decision")
+            warnings_md = gr.Markdown(elem_id="xray-warnings", elem_classes=["cs-notice"], visible=False)
+            label = gr.Label(label="Calibrated probabilities", elem_id="xray-label")
+            box, anyway = answer_anyway("xray-label")
     with gr.Accordion("Model card", open=False, elem_id="xray-card"):
         summary = gr.Markdown(card_summary(by_name[default]), elem_id="xray-summary")
         figures = gr.Gallery(_figures(registry.models_dir, by_name[default]), columns=3, height="auto",
@@ -73,10 +88,10 @@ def build(registry: Registry) -> None:
         try:
             a = answer(m, read_upload(path), chosen, cam=True)
         except EmptyInput:
-            return [None, None, EMPTY_MESSAGE, gr.update(visible=False), None]
+            return [None, EMPTY_MESSAGE, gr.update(visible=False), *NO_PROBABILITIES, None]
         except InputError as e:
-            return [None, None, f"⚠️ {e}", gr.update(visible=False), None]
-        text = decision_text(m, a.probs, a.decision.index)
+            return [None, f"⚠️ {e}", gr.update(visible=False), *NO_PROBABILITIES, None]
+        text = gate_verdict(a) or decision_text(m, a.probs, a.decision.index)
         text += f"\n\n*{a.latency_ms:.0f} ms, {m.card.variant_label(chosen)}"
         if v := m.card.variants.get(chosen):  # the rates above are the main file's; say what this one scored
             text += (f": {v['accuracy']:.2%} test accuracy against the FP32 file's {m.card.metrics['accuracy']:.2%}, "
@@ -87,10 +102,11 @@ def build(registry: Registry) -> None:
             warn = ("**This may not be a frontal chest X-ray** — the answer below is meaningless for "
                     f"anything else:\n\n{warn}")
         film = a.seen[..., 0]
-        return [viz.overlay(film, a.cam, alpha, OVERLAY_SIDE), a.top(), text,
-                gr.update(value=warn, visible=bool(warn)), (film, a.cam)]
+        cam = None if a.label is None else a.cam  # no class named, no map of one
+        return [viz.overlay(film, cam, alpha, OVERLAY_SIDE), text, gr.update(value=warn, visible=bool(warn)),
+                *shown_probabilities(a, None), (film, cam)]
 
-    outputs = [heat, label, decision, warnings_md, shown]
+    outputs = [heat, decision, warnings_md, label, box, anyway, shown]
     for trigger in (upload.change, model_radio.change, variant.change):
         trigger(run, [upload, model_radio, variant, opacity], outputs, show_progress="minimal",
                 trigger_mode="always_last", api_visibility="private")
@@ -105,7 +121,9 @@ def diagnose_xray_api(by_name: dict[str, ServedModel], default: str) -> None:
     """The named endpoint ``diagnose_xray``: a file, a model and a variant in, the answer out."""
     def diagnose_xray(file: str | None, model: str = default, variant: str = DEFAULT_VARIANT) -> dict:
         """The answer for a chest X-ray file (PNG, JPEG, 16-bit PNG or DICOM), as REST gives it:
-        ``label`` (the decision at the model's operating threshold), calibrated ``probabilities``,
+        ``label`` (the decision at the model's operating threshold; null with a ``reason`` when the
+        in-distribution gate says the file is not like a chest film: ``out_of_distribution``,
+        ``ood_score``), calibrated ``probabilities``,
         ``warnings`` when the image does not look like a frontal chest film, the test-set operating
         point and ``not_for_clinical_use``. Research demonstration, not for clinical use.
         """
