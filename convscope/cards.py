@@ -18,7 +18,7 @@ from pathlib import Path
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "convscope_card"
-CLASSIFIER_TABS = ("digits", "cifar10", "xray")
+CLASSIFIER_TABS = ("digits", "cifar10", "xray", "taught")  # "taught": python -m train folder (the Teach tab)
 TABS = (*CLASSIFIER_TABS, "features")  # "features": feature extractors shown only in the Feature maps tab
 # "features": a backbone's pooled feature vector (N, C), what the Teach tab fits a head on
 OUTPUT_KINDS = ("probs", "feature_map", "filters", "cam", "ood_score", "features")

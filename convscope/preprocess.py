@@ -460,6 +460,17 @@ def xray_warnings(img: np.ndarray | Image.Image | None) -> list[str]:
     return out
 
 
+def whole_photo(img: np.ndarray | Image.Image | None, size: int = 224) -> np.ndarray:
+    """What a model taught on your own images sees (the Teach tab, ``python -m train folder``): the
+    whole picture, squashed to size x size (bicubic, no crop: what you framed is what it learns).
+    Returns uint8 (size, size, 3)."""
+    rgb = to_rgb(img)
+    check_size(*rgb.shape[:2])
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
+
+
 def policy_note(name: str) -> str:
     """A preprocessing policy in one paragraph, for model cards: its function's docstring, so
     the card says what the code does."""
@@ -467,4 +478,4 @@ def policy_note(name: str) -> str:
 
 
 PREPROCESSORS = {"mnist_digit": mnist_digit, "imagenet_center": imagenet_center, "cifar_photo": cifar_photo,
-                 "xray_image": xray_image}
+                 "xray_image": xray_image, "whole_photo": whole_photo}

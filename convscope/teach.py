@@ -5,7 +5,8 @@ model: EfficientNet-Lite0 without its classifier) turns every image, and a few a
 of each training image (flips, crops, exposure), into its 1280 pooled features; scikit-learn's
 ``LogisticRegression`` fits a new softmax head on them, a few L-BFGS iterations at a time so the
 training and held-out curves come as it learns. The result is one ONNX file: the
-backbone's bytes with the head appended (convscope.onnx_wire: ``Gemm`` + ``Softmax`` -> ``probs``)
+backbone's bytes with the head appended (convscope.onnx_wire: ``Gemm`` + ``Softmax`` -> ``probs``,
+and ``cam``: the head as a 1x1 convolution over the last stage)
 and its card in the metadata, opened like any uploaded model (convscope.user_models), so it
 answers through the same answer layer, shows its stages and class-activation map (the head is a
 linear map of a global average pool), and can be downloaded.
@@ -34,7 +35,7 @@ from PIL import Image, ImageEnhance
 
 from convscope import onnx_wire
 from convscope.cards import METADATA_KEY
-from convscope.preprocess import InputError, read_image, to_rgb
+from convscope.preprocess import InputError, read_image, to_rgb, whole_photo
 from convscope.runtime import ServedModel, make_session
 from convscope.uploads import MAX_TEACH_BYTES, MAX_TEACH_FILES, MAX_UPLOAD_BYTES
 from convscope.user_models import UserModel, open_model
@@ -76,13 +77,13 @@ class Dataset:
 
 
 def squash(image: Any) -> np.ndarray:
-    """Any image -> RGB uint8 SIDE x SIDE, the whole picture (what a taught model sees)."""
+    """Any image -> RGB uint8 SIDE x SIDE, the whole picture (convscope.preprocess.whole_photo)."""
     if isinstance(image, np.ndarray) and image.shape == (SIDE, SIDE, 3) and image.dtype == np.uint8:
         return image
     rgb = to_rgb(image)
     if min(rgb.shape[:2]) < MIN_SIDE:
         raise TeachError(f"An image is {rgb.shape[1]}x{rgb.shape[0]} px: at least {MIN_SIDE} px a side, please.")
-    return np.asarray(Image.fromarray(rgb).resize((SIDE, SIDE), Image.Resampling.BICUBIC))
+    return whole_photo(rgb, SIDE)
 
 
 def class_names(labels: list[str]) -> list[str]:
@@ -315,9 +316,14 @@ def compose(backbone: Backbone, head: Head, card: dict) -> bytes:
     return w.append_to_graph(
         backbone.data,
         [w.node("Gemm", ["features", "teach/weight", "teach/bias"], ["logits"]),
-         w.node("Softmax", ["logits"], ["probs"], axis=1)],
-        [w.float_tensor("teach/weight", head.weight), w.float_tensor("teach/bias", head.bias)],
-        [w.float_output("probs", ["batch", n])], {METADATA_KEY: json.dumps(card)})
+         w.node("Softmax", ["logits"], ["probs"], axis=1),
+         # the class-activation maps of every class, as the shipped models' ``cam`` (export.wrap): the
+         # head's weights as a 1x1 convolution over the last stage
+         w.node("Conv", ["head", "teach/cam_weight"], ["cam"])],
+        [w.float_tensor("teach/weight", head.weight), w.float_tensor("teach/bias", head.bias),
+         w.float_tensor("teach/cam_weight", head.weight.T[:, :, None, None])],
+        [w.float_output("probs", ["batch", n]), w.float_output("cam", ["batch", n, 7, 7])],
+        {METADATA_KEY: json.dumps(card)})
 
 
 def training_views(data: Dataset, idx: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -32,9 +32,10 @@ from export.onnx_export import check_parity, count_flops, describe_outputs, expo
 from export.published import REFERENCES, export_imagenet_lite0, export_imagenet_stem
 from export.quantize import calibration_count, quantize_int8, ships
 from export.wrap import ExportWrapper
-from train import nets, plots
+from train import folder, nets, plots
 from train.datasets import (
     INPUT_SPECS,
+    LOADERS,
     PREDEFINED_VAL,
     SMOKE_SIZES,
     load_covid_collection,
@@ -48,7 +49,7 @@ from train.recipes import RECIPES, saved_config
 REPO = Path(__file__).resolve().parent.parent
 # what checkpoints/<name>.pt keeps of a run's checkpoint: everything the card is built from, so that
 # `python -m export <name>` re-exports the shipped model with the same card (refit included)
-WEIGHT_KEYS = ("arch", "arch_kwargs", "recipe", "state_dict", "config", "history", "epoch",
+WEIGHT_KEYS = ("arch", "arch_kwargs", "recipe", "dataset", "state_dict", "config", "history", "epoch",
                "train_time_s", "machine", "val_confusion", "refit")
 
 
@@ -61,8 +62,9 @@ def resolve_checkpoint(target: str) -> Path:
     """A recipe's newest run, else its shipped checkpoint; or a .pt path as given."""
     if target.endswith(".pt"):
         return Path(target)
-    if target not in RECIPES:
-        raise SystemExit(f"unknown recipe {target!r}; known: {sorted(RECIPES)} (or pass a .pt file)")
+    if target not in RECIPES and not any((REPO / "runs" / target / f).exists() for f in ("best.pt", "last.pt")):
+        raise SystemExit(f"unknown recipe {target!r}; known: {sorted(RECIPES)} (or a run of python -m train "
+                         "folder, or a .pt file)")
     # best.pt: the epoch a recipe with keep_best chose on validation (early stopping)
     for p in (REPO / "runs" / target / "best.pt", REPO / "runs" / target / "last.pt",
               REPO / "checkpoints" / f"{target}.pt"):
@@ -213,6 +215,14 @@ def covid_source_probe(sess: Any, args: argparse.Namespace, metrics: dict) -> di
 PROBES = {"covid_source": ("confound_probe", covid_source_probe)}  # a recipe's probe -> (card metrics key, run)
 
 
+def test_split(recipe: Any, args: argparse.Namespace) -> Any:
+    """What the card is measured on: the recipe's test split (a folder of your images: its
+    validation images), or synthetic images for --smoke (a folder is its own smoke data)."""
+    if args.smoke and LOADERS[recipe.dataset][1] is not None:
+        return synthetic_split(recipe.dataset, SMOKE_SIZES.get(recipe.dataset, 200), seed=1)
+    return load_split(recipe.dataset, INPUT_SPECS[recipe.dataset]["test_split"], data_dir=args.data_dir)
+
+
 def run_time_s(ckpt: dict) -> float:
     """The whole run's training time: a kept early epoch (best.pt) carries the full history, and
     its own clock stopped at that epoch; the card reports what the run cost."""
@@ -259,15 +269,14 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
 
     ckpt_path = resolve_checkpoint(args.target)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    recipe = RECIPES[ckpt["recipe"]]
+    recipe = folder.recipe_of(ckpt)  # a named recipe, or the one of a folder of your images
     net = nets.from_checkpoint(ckpt)
     wrapper = ExportWrapper(net)
     models_dir = Path(args.models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
 
-    test = (synthetic_split(recipe.dataset, SMOKE_SIZES.get(recipe.dataset, 200), seed=1) if args.smoke
-            else load_split(recipe.dataset, INPUT_SPECS[recipe.dataset]["test_split"], data_dir=args.data_dir))
+    test = test_split(recipe, args)
     calibrated = recipe.calibrate  # temperature (and threshold) fitted on validation
     val = temperature = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,7 +326,8 @@ def main(argv: list[str] | None = None) -> ModelCard | dict:
     assert shipped.graph.SerializeToString() == graph_bytes, "shipped graph differs from the measured one"
     card.sha256 = sha256_file(f"{stem}.onnx")
     Path(f"{stem}.json").write_text(card.to_json())
-    card = gate.gate_model(recipe.name, models_dir, args.data_dir, args.smoke)  # rewrites the files and card
+    if not recipe.dataset.startswith(folder.PREFIX):  # (a folder of your images has no negatives defined)
+        card = gate.gate_model(recipe.name, models_dir, args.data_dir, args.smoke)  # rewrites the files and card
 
     if not args.smoke and ckpt_path.name in ("last.pt", "best.pt"):  # keep the weights this model came from
         ckpt_dir = Path(args.checkpoints_dir)
@@ -342,7 +352,9 @@ def measure(recipe: Any, sess: Any, args: argparse.Namespace, ckpt: dict, test: 
             calibration: tuple | None) -> tuple[dict, dict | None]:
     """The card's metrics of the exported file on the test split, and for calibrated (X-ray)
     recipes the calibration section: ``calibration`` is (validation split, temperature)."""
-    metrics = {"dataset": recipe.dataset, "split": "synthetic" if args.smoke else "test",
+    synthetic = args.smoke and LOADERS[recipe.dataset][1] is not None
+    split = "synthetic" if synthetic else INPUT_SPECS[recipe.dataset]["test_split"]
+    metrics = {"dataset": recipe.dataset, "split": split,
                "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"}
     if calibration is None:
         m = classification_metrics(probs, test.y, test.labels, recipe.reject_below)

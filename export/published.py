@@ -77,31 +77,15 @@ def export_imagenet_stem(data_dir: str | None, models_dir: Path, checkpoints_dir
         model = export_onnx(wrapper, tmp_path)
         parity = check_parity(wrapper, make_session(tmp_path, threads=2), real)
         outputs, layers = describe_outputs(wrapper, tmp_path)
-        card = ModelCard(
-            name="imagenet_stem", title="EfficientNet-Lite0 first layer (ImageNet-trained)", tab="features",
-            file="imagenet_stem.onnx",
-            description="The 32 trained 3x3 RGB filters (stride 2, batch norm, ReLU6) that open EfficientNet-Lite0, "
-                        "and their responses: edge, colour and texture detectors learned from ImageNet.",
-            input={"name": "image", "dtype": "uint8", "layout": "NHWC", "shape": [None, 224, 224, 3],
-                   "range": [0, 255], "color": "RGB", "preprocess": "imagenet_center",
-                   "preprocess_note": "shorter side to 256 (bicubic), central 224x224 crop; scaled to [-1, 1] "
-                                      "inside the graph"},
-            outputs=outputs,
-            labels=[],
-            metrics={"kind": "feature extractor: no test-set accuracy applies",
-                     "filters_max_abs_diff_to_source": ckpt["filters_max_abs_diff_to_source"],
-                     "source": ckpt["source"], "source_sha256": ckpt["source_sha256"],
-                     "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"},
-            calibration={}, params=nets.count_params(net),
-            flops=sum(r["flops"] for r in layers),
-            training={"recipe": None, "note": "not trained here: published ImageNet weights", "train_time_s": 0},
-            versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                      "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))},
-            data_sources=[LITE0_SOURCE],
-            limitations=["Only the first layer: it shows what trained filters look like, not what the network "
-                         "recognises."],
-            parity=parity, layers=layers,
-        )
+        card = published_card(
+            "imagenet_stem", "EfficientNet-Lite0 first layer (ImageNet-trained)",
+            "The 32 trained 3x3 RGB filters (stride 2, batch norm, ReLU6) that open EfficientNet-Lite0, "
+            "and their responses: edge, colour and texture detectors learned from ImageNet.",
+            "shorter side to 256 (bicubic), central 224x224 crop; scaled to [-1, 1] inside the graph",
+            {"filters_max_abs_diff_to_source": ckpt["filters_max_abs_diff_to_source"],
+             "source": ckpt["source"], "source_sha256": ckpt["source_sha256"]},
+            ["Only the first layer: it shows what trained filters look like, not what the network recognises."],
+            net, model, outputs, layers, parity)
         onnx.helper.set_model_props(model, {METADATA_KEY: card.metadata_json()})
         onnx.save(model, models_dir / card.file)
     card.sha256 = sha256_file(models_dir / card.file)
@@ -125,31 +109,39 @@ def export_imagenet_lite0(data_dir: str | None, models_dir: Path) -> ModelCard:
     sess = make_session(path, threads=2)
     parity = check_parity(wrapper, sess, real)
     outputs, layers = describe_outputs(wrapper, path)
-    card = ModelCard(
-        name="imagenet_lite0", title="EfficientNet-Lite0 (ImageNet-trained, no classifier)", tab="features",
-        file=path.name,
-        description="The whole ImageNet EfficientNet-Lite0 up to its last conv stage and global average pool: "
-                    "every stage's responses, and the 1280 pooled features the Teach tab fits new classes on.",
-        input={"name": "image", "dtype": "uint8", "layout": "NHWC", "shape": [None, 224, 224, 3], "range": [0, 255],
-               "color": "RGB", "preprocess": "imagenet_center",
-               "preprocess_note": "shorter side to 256 (bicubic), central 224x224 crop; scaled to [-1, 1] inside "
-                                  "the graph (the Teach tab squashes the whole image to 224x224 instead)"},
-        outputs=outputs, labels=[],
-        metrics={"kind": "feature extractor: no test-set accuracy applies", "source": LITE0_WEIGHTS,
-                 "source_sha256": sha256_file(weights),
-                 "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"},
-        calibration={}, params=nets.count_params(net), flops=sum(r["flops"] for r in layers),
-        training={"recipe": None, "note": "not trained here: published ImageNet weights", "train_time_s": 0,
-                  "command": "python -m export imagenet_lite0"},
-        versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                  "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))},
-        data_sources=[LITE0_SOURCE],
-        limitations=["ImageNet features: new classes that look like nothing in ImageNet (X-rays, microscope "
-                     "slides) get weaker features than photos of objects."],
-        parity=parity, layers=layers,
-    )
+    card = published_card(
+        "imagenet_lite0", "EfficientNet-Lite0 (ImageNet-trained, no classifier)",
+        "The whole ImageNet EfficientNet-Lite0 up to its last conv stage and global average pool: every stage's "
+        "responses, and the 1280 pooled features the Teach tab fits new classes on.",
+        "shorter side to 256 (bicubic), central 224x224 crop; scaled to [-1, 1] inside the graph (the Teach tab "
+        "squashes the whole image to 224x224 instead)",
+        {"filters_max_abs_diff_to_source": float((net.body.conv_stem.weight.detach() - torch.load(
+            weights, map_location="cpu", weights_only=True)["_conv_stem.weight"]).abs().max()),
+         "source": LITE0_WEIGHTS, "source_sha256": sha256_file(weights)},
+        ["ImageNet features: new classes that look like nothing in ImageNet (X-rays, microscope slides) get weaker "
+         "features than photos of objects."],
+        net, model, outputs, layers, parity, command="python -m export imagenet_lite0")
     onnx.helper.set_model_props(model, {METADATA_KEY: card.metadata_json()})
     onnx.save(model, path)
     card.sha256 = sha256_file(path)
     (models_dir / "imagenet_lite0.json").write_text(card.to_json())
     return card
+
+
+def published_card(name: str, title: str, description: str, preprocess_note: str, metrics: dict,
+                   limitations: list[str], net: torch.nn.Module, model: onnx.ModelProto, outputs: list[dict],
+                   layers: list[dict], parity: dict, command: str | None = None) -> ModelCard:
+    """The card of a feature extractor exported from published ImageNet weights (no test set)."""
+    return ModelCard(
+        name=name, title=title, tab="features", file=f"{name}.onnx", description=description,
+        input={"name": "image", "dtype": "uint8", "layout": "NHWC", "shape": [None, 224, 224, 3], "range": [0, 255],
+               "color": "RGB", "preprocess": "imagenet_center", "preprocess_note": preprocess_note},
+        outputs=outputs, labels=[],
+        metrics={"kind": "feature extractor: no test-set accuracy applies", **metrics,
+                 "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"},
+        calibration={}, params=nets.count_params(net), flops=sum(r["flops"] for r in layers),
+        training={"recipe": None, "note": "not trained here: published ImageNet weights", "train_time_s": 0,
+                  **({"command": command} if command else {})},
+        versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                  "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))},
+        data_sources=[LITE0_SOURCE], limitations=limitations, parity=parity, layers=layers)

@@ -118,11 +118,13 @@ def gate_table(models_dir: Path = REPO / "models") -> str:
     for c in cards:
         m = c.ood["measured_on_held_out"]
         own = m["own"]
-        other = "; ".join(f"{k}: {v['withheld']} of {v['n']} withheld" for k, v in own.items() if k not in ("val", "test"))
+        other = "; ".join(f"{k}: {v['withheld']} of {v['n']} withheld" for k, v in own.items()
+                          if k not in ("val", "test"))
         cells = [_pct(m["negatives"][f]["withheld_share"]) if f in m["negatives"] else "—" for f in fams]
         out.append(f"| `{c.name}` | {_pct(own['val']['withheld_share'])} / **{own['test']['withheld_share']:.2%}** "
                    f"(n={own['test']['n']:,}) | {other or '—'} | **{m['negatives_all']['withheld_share']:.1%}** "
-                   f"(n={m['negatives_all']['n']:,}) | " + " | ".join(cells) + f" | {c.ood['cost']['gate_ms']:.3f} ms |")
+                   f"(n={m['negatives_all']['n']:,}) | " + " | ".join(cells)
+                   + f" | {c.ood['cost']['gate_ms']:.3f} ms |")
     return "\n".join(out)
 
 

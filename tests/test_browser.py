@@ -242,3 +242,20 @@ def test_teach_three_classes_then_open_the_model_in_feature_maps(page, tmp_path)
     sel = "#own-top [data-testid='label-output-value']"
     page.wait_for_function(f"() => document.querySelector(\"{sel}\")?.innerText.trim() === 'green'", timeout=60_000)
     assert page.locator("#own-heat img").count() == 1  # the class-activation map of the taught head
+
+
+@pytest.mark.browser
+def test_a_cifar_example_keeps_the_chosen_model(page):
+    import re
+
+    page.get_by_role("tab", name="CIFAR-10").click()
+    dropdown = page.locator("#cifar-model input").first
+    dropdown.click()
+    page.get_by_role("option", name=re.compile("Small GoogLeNet")).click()
+    page.wait_for_function("() => document.querySelector('#cifar-model input')?.value.includes('GoogLeNet')",
+                           timeout=10_000)
+    before = page.locator("#cifar-status").inner_text()
+    page.locator("#cifar-examples img").first.click()
+    page.wait_for_function("(old) => { const t = document.querySelector('#cifar-status')?.innerText; "
+                           "return t && t !== old && /ms/.test(t); }", arg=before, timeout=30_000)
+    assert "GoogLeNet" in dropdown.input_value()  # the example set the photo, not the model

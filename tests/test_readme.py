@@ -33,4 +33,4 @@ def test_hugging_face_space_layout():
     reqs = [r.split("#")[0].strip() for r in (REPO / "requirements.txt").read_text().splitlines()]
     names = {re.split(r"[<>=\[ ;]", r)[0].lower() for r in reqs if r}
     # no torch, onnx, timm at serving time; httptools and uvloop: uvicorn's fast HTTP parser and loop
-    assert names == {"onnxruntime", "numpy", "pillow", "pydicom", "httptools", "uvloop"}, names
+    assert names == {"onnxruntime", "numpy", "pillow", "pydicom", "scikit-learn", "httptools", "uvloop"}, names

@@ -139,3 +139,30 @@ def test_resume_accepts_post_training_changes_and_older_configs():
     assert not same_training(older, cfg)  # ... which is not how today's recipe trains
     assert not same_training(asdict(replace(cfg, lr=cfg.lr * 2)), cfg)
     assert not same_training(asdict(replace(cfg, probe_decay=cfg.probe_decay + 0.01)), cfg)  # acts before training
+
+
+def test_a_folder_of_your_images_trains_exports_and_is_served(tmp_path):
+    """python -m train folder DIR, then python -m export: a tiny generated ImageFolder, end to end."""
+    from PIL import Image
+
+    from convscope.answers import answer
+    from tests.test_teach import COLOURS, picture
+
+    root = tmp_path / "colours"
+    for i, (name, colour) in enumerate(list(COLOURS.items())[:2]):
+        (root / name).mkdir(parents=True)
+        for j in range(5):
+            Image.fromarray(picture(colour, 10 * i + j)).save(root / name / f"{j}.png")
+    run = tmp_path / "run"
+    train_cli.main(["folder", str(root), "--name", "folder_colours", "--smoke", "--epochs", "1", "--out", str(run)])
+    kept = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"
+    assert torch.load(kept, weights_only=False)["dataset"] == f"folder:{root.resolve()}"
+    models = tmp_path / "models"
+    card = export_cli.main([str(kept), "--smoke", "--models-dir", str(models),
+                            "--checkpoints-dir", str(tmp_path / "c")])
+    assert card.tab == "taught" and card.labels == ["green", "red"]  # the class folders, sorted
+    assert card.metrics["split"] == "val" and card.metrics["n"] == 2 and card.input["preprocess"] == "whole_photo"
+    reg = load_registry(models)
+    assert list(reg.models) == ["folder_colours"] and not reg.broken
+    a = answer(reg.models["folder_colours"], picture(COLOURS["red"], 99))
+    assert a.label in card.labels and a.decision.out_of_distribution is None  # (no gate for your own classes)

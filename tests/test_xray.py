@@ -12,7 +12,7 @@ from PIL import Image
 from convscope import metrics as M
 from convscope.preprocess import InputError, Unreadable, dicom_to_gray, read_image, xray_image, xray_warnings
 from tests.bad_inputs import dicom_bytes, film
-from tests.conftest import CARDS, DATA_DIR
+from tests.conftest import CARDS, DATA_DIR, REPO
 
 XRAY_CARDS = [c for c in CARDS if c.tab == "xray"]
 NO_XRAY = f"chest X-rays not found under {DATA_DIR} (set CONVSCOPE_DATA_DIR; see train/datasets.py)"
@@ -256,12 +256,20 @@ def test_kermany_validation_patients_are_not_in_train(kermany_test):
 needs_model = pytest.mark.skipif(not XRAY_CARDS, reason="no X-ray model shipped")
 
 
+def example_film() -> np.ndarray:
+    """A real chest film that ships (examples/xray: Kermany test split, CC BY 4.0), 8-bit gray."""
+    from PIL import Image
+
+    with Image.open(REPO / "examples" / "xray" / "kermany_normal_2.png") as im:
+        return np.asarray(im.convert("L"))
+
+
 @needs_model
 @pytest.mark.parametrize("card", XRAY_CARDS, ids=lambda c: c.name)
 def test_diagnose_xray_answers_the_same_for_png_16bit_png_and_dicom(client, tmp_path, card):
     from gradio_client import handle_file
 
-    x = film(3)
+    x = example_film()  # a real film: a synthetic one is withheld by the in-distribution gate (test_gate)
     files = {"film.png": png8(x), "film16.png": png16(x), "film.dcm": dicom_bytes(x.astype(np.uint16) * 16),
              "film_no_extension": dicom_bytes(4095 - x.astype(np.uint16) * 16, photometric="MONOCHROME1")}
     answers = []
@@ -304,7 +312,8 @@ def test_rest_predict_takes_dicom_and_refuses_broken_ones(app_url):
 
     name = XRAY_CARDS[0].name
     url = f"{app_url}api/v1/predict/{name}"
-    ok = httpx.post(url, files={"image": ("film.dcm", dicom_bytes(film().astype(np.uint16) * 16))}, timeout=30)
+    ok = httpx.post(url, files={"image": ("film.dcm", dicom_bytes(example_film().astype(np.uint16) * 16))},
+                    timeout=30)
     assert ok.status_code == 200, ok.text
     assert ok.json()["label"] in XRAY_CARDS[0].labels
     for data, status, reason in [(dicom_bytes(film(), pixel_data=False), 422, "no image"),

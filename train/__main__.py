@@ -1,4 +1,5 @@
-"""CLI: ``python -m train <recipe> [--epochs N ...] [--data-dir DIR] [--resume] [--smoke]``.
+"""CLI: ``python -m train <recipe> [--epochs N ...] [--data-dir DIR] [--resume] [--smoke]``, or
+``python -m train folder DIR [--name NAME] [flags]`` for your own images (train.folder).
 
 Every field of train.recipes.Config is a flag; the recipe's values are the defaults.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from train.recipes import RECIPES, Config
@@ -30,8 +32,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def folder_argv(argv: list[str]) -> list[str]:
+    """``folder DIR [--name NAME] ...`` -> ``<the folder's recipe> ...``, the recipe registered."""
+    from train import folder
+
+    if len(argv) < 2:
+        raise SystemExit("usage: python -m train folder DIR [--name NAME] [flags]")
+    name = None
+    if "--name" in argv:
+        i = argv.index("--name")
+        name = argv[i + 1]
+        del argv[i:i + 2]
+    return [folder.register(argv[1], name).name, *argv[2:]]
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(folder_argv(argv) if argv[:1] == ["folder"] else argv)
     recipe = RECIPES[args.recipe]
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
                  if getattr(args, f.name) is not None}

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from convscope.metrics import apply_temperature, fit_temperature, nll
 from train import nets, plots
 from train.datasets import (
+    LOADERS,
     PREDEFINED_VAL,
     SMOKE_SIZES,
     ArraySplit,
@@ -334,7 +335,7 @@ def same_training(saved: dict, cfg: Config) -> bool:
 
 
 def load_data(recipe: Recipe, cfg: Config, data_dir: str | None, download: bool) -> tuple[ArraySplit, ArraySplit]:
-    if cfg.smoke:
+    if cfg.smoke and LOADERS[recipe.dataset][1] is not None:  # (a folder of your images is its own smoke data)
         n = SMOKE_SIZES.get(recipe.dataset, 384)
         return split_train_val(synthetic_split(recipe.dataset, n, seed=cfg.seed), n // 3, cfg.seed)
     if recipe.dataset in PREDEFINED_VAL:  # e.g. patient-level: no patient in both train and val
@@ -508,6 +509,7 @@ def fit(recipe: Recipe, cfg: Config, out_dir: Path, data_dir: str | None = None,
              f"{row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
              f"{row['epoch_time_s']:.1f}s (total {train_time / 60:.1f} min)", log)
         state = {"arch": recipe.arch, "arch_kwargs": recipe.arch_kwargs, "recipe": recipe.name,
+                 "dataset": recipe.dataset,
                  "state_dict": net.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "config": asdict(cfg), "history": history,
                  "lookahead": lookahead.avg if lookahead else None,

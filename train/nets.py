@@ -426,20 +426,20 @@ class XrayLite0(nn.Module):
     hospital's films, and a faster backward pass.
     """
 
-    in_channels = 1
-
     cam_stage = "head"
     cam_module = "body.bn2"  # the module whose output is the ``head`` map (for autograd Grad-CAM tests)
     image_size = 224
 
-    def __init__(self, num_classes: int = 2, drop_rate: float = 0.2, standardize: bool = False) -> None:
+    def __init__(self, num_classes: int = 2, drop_rate: float = 0.2, standardize: bool = False,
+                 in_chans: int = 1) -> None:
         super().__init__()
         import timm  # only the nets built on it need timm
 
+        self.in_channels = in_chans  # 3: photos (``python -m train folder``)
         # [-1, 1], as the ImageNet weights expect; or each film standardised on its own
-        self.normalize = PerImageStandardize() if standardize else Normalize([0.5], [0.5])
+        self.normalize = PerImageStandardize() if standardize else Normalize([0.5] * in_chans, [0.5] * in_chans)
         self.body = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
-                                      in_chans=1, drop_rate=drop_rate)
+                                      in_chans=in_chans, drop_rate=drop_rate)
         self.classifier = self.body.classifier
         self.register_buffer("temperature", torch.ones(()))
 
@@ -447,7 +447,8 @@ class XrayLite0(nn.Module):
     def init_imagenet(self, weights_path: str) -> None:
         """Start from the ImageNet weights (all but the 1000-class head)."""
         full = load_lite0_imagenet(tf_efficientnet_lite0(), weights_path).state_dict()
-        full["conv_stem.weight"] = full["conv_stem.weight"].sum(1, keepdim=True)
+        if self.in_channels == 1:
+            full["conv_stem.weight"] = full["conv_stem.weight"].sum(1, keepdim=True)
         for k in ("classifier.weight", "classifier.bias"):
             full.pop(k)
         missing, unexpected = self.body.load_state_dict(full, strict=False)

@@ -92,9 +92,8 @@ def build(registry: Registry) -> None:
 
     outputs = [seen, status, label, box, anyway]
     photos = sorted(PHOTOS.glob("*.jpg"))
-    if photos:
-        gr.Examples([[str(p), default] for p in photos], inputs=[photo, model_dd], outputs=outputs, fn=run,
-                    cache_examples=True, cache_mode="lazy", label="Example photos (none from CIFAR; "
+    if photos:  # only the photo: the answer comes from the model and variant chosen above
+        gr.Examples([[str(p)] for p in photos], inputs=[photo], label="Example photos (none from CIFAR; "
                     "sources and licenses in examples/photos/SOURCES.md)", elem_id="cifar-examples")
     for trigger in (photo.change, model_dd.change, variant.change):
         trigger(run, [photo, model_dd, variant], outputs, show_progress="hidden", trigger_mode="always_last",

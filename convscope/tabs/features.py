@@ -46,7 +46,7 @@ def build(registry: Registry, own: gr.State | None = None) -> gr.Tabs:
     gr.Markdown("Look inside any model served here: what each convolution stage computes from your "
                 "input, the filters that compute it, and where the model looks when it decides.")
     with gr.Tabs() as tabs:
-        with gr.Tab("Inside a model"):
+        with gr.Tab("Inside a model", id="inside"):
             if not models:
                 gr.Markdown(missing_notice(registry.broken) or "No models are available.",
                             elem_classes=["cs-notice"])

@@ -21,9 +21,9 @@ import gradio as gr
 import pandas as pd
 
 from convscope import teach
-from convscope.answers import answer_uploaded, read_upload
+from convscope.answers import answer, answer_uploaded, read_upload
 from convscope.preprocess import InputError
-from convscope.runtime import MODELS_DIR, Registry
+from convscope.runtime import MODELS_DIR, Registry, ServedModel
 from convscope.tabs.common import SafeImage
 from convscope.uploads import check_upload, upload_root
 from convscope.user_models import API_MODELS
@@ -185,6 +185,9 @@ def build(registry: Registry, own: gr.State, tabs: gr.Tabs, feature_tabs: gr.Tab
             download = gr.File(label="Download: the ONNX file and its card", elem_id="teach-download",
                                interactive=False)
             open_fm = gr.Button("Open it in Feature maps", elem_id="teach-open")
+            trained = registry.for_tab("taught")  # python -m train folder DIR, then python -m export
+            saved = gr.Dropdown([(m.card.title, m.name) for m in trained], value=None, visible=bool(trained),
+                                label="…or try a model trained with `python -m train folder`", elem_id="teach-saved")
     _wire(registry, locals())
 
 
@@ -240,20 +243,26 @@ def _wire(registry: Registry, c: dict) -> None:
                      [c["status"], c["curves"], c["confusion"], c["wrong"], c["download"], c["taught"]],
                      api_visibility="private", concurrency_limit=1, concurrency_id="teach")
 
-    def predict(t: teach.Taught | None, img: Any) -> dict | None:
+    def predict(t: teach.Taught | ServedModel | None, img: Any) -> dict | None:
         if t is None or img is None:
             return None
         try:
-            return answer_uploaded(t.model, img).top(3)
+            return (answer(t, img) if isinstance(t, ServedModel) else answer_uploaded(t.model, img)).top(3)
         except InputError:
             return None
 
     c["try_it"].change(predict, [c["taught"], c["try_it"]], c["said"], api_visibility="private")
     c["live"].stream(predict, [c["taught"], c["live"]], c["said"], stream_every=0.5, api_visibility="private")
+    c["saved"].change(lambda name: registry.models.get(name), c["saved"], c["taught"], api_visibility="private")
+
+    def open_in_feature_maps(t: teach.Taught | ServedModel | None) -> list:
+        """A model taught here goes to "Your own model"; one served from models/ is in "Inside a model"."""
+        served = isinstance(t, ServedModel)
+        sub = [gr.Tabs(selected="inside" if served else "own-model")] if c["feature_tabs"] is not None else []
+        return [gr.update() if served or t is None else t.model, gr.Tabs(selected="features"), *sub]
+
     opened = [c["own"], c["tabs"], *([c["feature_tabs"]] if c["feature_tabs"] is not None else [])]
-    c["open_fm"].click(lambda t: [t.model if t else None, gr.Tabs(selected="features"),
-                                  *([gr.Tabs(selected="own-model")] if c["feature_tabs"] is not None else [])],
-                       c["taught"], opened, api_visibility="private")
+    c["open_fm"].click(open_in_feature_maps, c["taught"], opened, api_visibility="private")
     teach_api(registry)
 
 
