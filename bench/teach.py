@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import argparse
-import platform
+import os
 import time
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from PIL import Image
 from convscope import teach
 from convscope.runtime import load_registry
 from train.datasets import load_cifar10
+from train.loop import cpu_label
 
 START, END = "<!-- bench-teach:start (python -m bench.teach --write) -->", "<!-- bench-teach:end -->"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "teach.md"
@@ -71,8 +72,8 @@ def main() -> None:
     registry = load_registry()
     backbone = teach.backbone_of(registry)
     train, test = load_cifar10("train", args.data_dir), load_cifar10("test", args.data_dir)
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} {platform.processor() or ''}, "
-             f"{len(__import__('os').sched_getaffinity(0))} cores, by `python -m bench.teach`.", "",
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {cpu_label()}, {len(os.sched_getaffinity(0))} cores, "
+             "by `python -m bench.teach`.", "",
              "| teaching | total | augmentation | features | fit | export | held-out accuracy |",
              "|---|---:|---:|---:|---:|---:|---:|", *timing(backbone, train), "",
              "| k photos per class | training photos | CIFAR-10 accuracy (2,000 test photos) |", "|---:|---:|---:|",

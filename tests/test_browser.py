@@ -259,3 +259,29 @@ def test_a_cifar_example_keeps_the_chosen_model(page):
     page.wait_for_function("(old) => { const t = document.querySelector('#cifar-status')?.innerText; "
                            "return t && t !== old && /ms/.test(t); }", arg=before, timeout=30_000)
     assert "GoogLeNet" in dropdown.input_value()  # the example set the photo, not the model
+
+
+CHECKED = "(sel) => [...document.querySelectorAll(sel + ' input[type=radio]')].map(i => [i.checked, " \
+          "i.closest('label')?.innerText.trim()])"
+
+
+@pytest.mark.browser
+def test_each_models_precision_radio_shows_what_really_runs(page):
+    """The X-ray radio for xray_covid3 (which ships no INT8 file) offers FP32 alone, and goes back to
+    INT8 for xray_pneumonia; the CIFAR radio shows FP32 for the model whose INT8 file is slower."""
+    import re
+
+    if not any(c.name == "xray_covid3" for c in CARDS):
+        pytest.skip("no xray_covid3")
+    page.get_by_role("tab", name="X-ray").click()
+    page.locator("#xray-model").get_by_text(re.compile("COVID-19")).click()
+    page.wait_for_function(f"() => ({CHECKED})('#xray-variant').length === 1", timeout=10_000)
+    assert page.evaluate(CHECKED, "#xray-variant") == [[True, "FP32"]]
+    page.locator("#xray-model").get_by_text(re.compile("^Pneumonia")).click()
+    page.wait_for_function(f"() => ({CHECKED})('#xray-variant').length === 2", timeout=10_000)
+    assert [True, "INT8"] in page.evaluate(CHECKED, "#xray-variant")
+    page.get_by_role("tab", name="CIFAR-10").click()
+    page.locator("#cifar-model input").first.click()
+    page.get_by_role("option", name=re.compile("Small GoogLeNet")).click()
+    page.wait_for_function(f"() => ({CHECKED})('#cifar-variant').some(([c, t]) => c && t === 'FP32')",
+                           timeout=10_000)

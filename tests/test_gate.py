@@ -44,7 +44,8 @@ def test_features_are_each_stages_channel_mean_and_std():
     sess = make_session(with_features(base, stages).SerializeToString())
     feats, *maps = sess.run([FEATURES, *stages], {"image": x})
     want = np.concatenate([m.mean((2, 3)) for m in maps] + [m.std((2, 3)) for m in maps], 1)
-    np.testing.assert_allclose(feats, want, rtol=1e-4, atol=1e-4)
+    # the graph's one-pass variance (E[x^2] - E[x]^2 in float32) against numpy's float64 std
+    np.testing.assert_allclose(feats, want, rtol=1e-4, atol=5e-4)
 
 
 def test_the_gate_graph_computes_the_head_and_comes_off_cleanly():
@@ -106,13 +107,25 @@ def test_the_example_films_are_answered_by_every_xray_model(registry, path):
 
 
 def test_drawn_digits_pass_and_a_dot_does_not(registry):
+    from PIL import ImageDraw
+
+    from tests.test_browser import STROKES
+
     dot = Image.new("L", (280, 280), 255)
     dot.paste(0, (130, 130, 150, 150))
+    drawn = {}
+    for digit, strokes in STROKES.items():  # the browser test's digits, with the Digits tab's pen (radius 12)
+        img = Image.new("L", (280, 280), 255)
+        for stroke in strokes:
+            ImageDraw.Draw(img).line([(x * 280, y * 280) for x, y in stroke], fill=0, width=24, joint="curve")
+        drawn[digit] = img
     for card in (c for c in GATED if c.tab == "digits"):
         m = registry.models[card.name]
         for path in sorted((REPO / "examples").glob("digit_*.png")):
             a = answer_bytes(m, path.read_bytes())
             assert a.label == path.stem[-1] and a.decision.out_of_distribution is False, (card.name, path.name)
+        for what, img in drawn.items():
+            assert answer(m, img).decision.out_of_distribution is False, (card.name, what)
         assert answer(m, dot).decision.out_of_distribution is True, card.name
 
 

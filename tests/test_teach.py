@@ -176,3 +176,15 @@ def test_the_gradio_teach_endpoint_gives_an_id_rest_can_use(client, app_url, tmp
     r = httpx.post(f"{app_url}api/v1/predict/{out['id']}", files={"image": ("r.png", png(picture(COLOURS["red"], 5)))},
                    timeout=30)
     assert r.json()["label"] == "red"
+
+
+def test_the_tab_refuses_a_named_class_without_images_and_images_without_a_class():
+    from convscope.tabs.teach import gather
+
+    img = picture(COLOURS["red"], 1)
+    with pytest.raises(teach.TeachError, match="'dog' has no images"):
+        gather(["cat", "dog", ""], [None, None, None], {0: [img]}, 3)
+    with pytest.raises(teach.TeachError, match="Class 2 has images but no name"):
+        gather(["cat", " "], [None, None], {0: [img], 1: [img]}, 2)
+    got = gather(["cat", "dog", "hidden"], [None, None, None], {0: [img], 1: [img], 2: [img]}, 2)
+    assert [k for k, _ in got] == ["cat", "dog"]  # slots not shown do not count

@@ -30,6 +30,7 @@ from convscope.tabs.common import (
     tab_models,
     variant_for,
     variant_radio,
+    variants_of,
 )
 
 TAB = "cifar10"
@@ -95,6 +96,8 @@ def build(registry: Registry) -> None:
     if photos:  # only the photo: the answer comes from the model and variant chosen above
         gr.Examples([[str(p)] for p in photos], inputs=[photo], label="Example photos (none from CIFAR; "
                     "sources and licenses in examples/photos/SOURCES.md)", elem_id="cifar-examples")
+    model_dd.change(lambda n: variants_of(by_name.get(n) or by_name[default]), model_dd, variant,
+                    api_visibility="private")
     for trigger in (photo.change, model_dd.change, variant.change):
         trigger(run, [photo, model_dd, variant], outputs, show_progress="hidden", trigger_mode="always_last",
                 api_visibility="private")

@@ -142,5 +142,12 @@ def gate_verdict(a: Answer) -> str | None:
     subject = TAB_SUBJECTS.get(a.model.card.tab, "what it was trained on")
     return (f"🚫 **This does not look like {subject} to this model.** Out-of-distribution score "
             f"{a.decision.ood_score:.1f}; it names a class only up to {a.decision.ood_threshold:.1f} "
-            "(its own validation images score below that 99.5% of the time). The probabilities are under "
-            "*Answer anyway*.")
+            f"(its own validation images score below that {a.model.card.ood.get('keep_target', 0.995):.1%} of the "
+            "time). The probabilities are under *Answer anyway*.")
+
+
+def variants_of(model: ServedModel) -> dict:
+    """The variant radio for ``model``: only the files it ships, set to the one a request runs by
+    default, so the radio shows what will really run."""
+    return gr.update(choices=[(model.card.variant_label(v), v) for v in model.variant_names],
+                     value=model.default_variant)

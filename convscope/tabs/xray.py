@@ -30,6 +30,7 @@ from convscope.tabs.common import (
     tab_models,
     variant_for,
     variant_radio,
+    variants_of,
 )
 
 TAB = "xray"
@@ -112,8 +113,9 @@ def build(registry: Registry) -> None:
                 trigger_mode="always_last", api_visibility="private")
     opacity.change(lambda s, a: viz.overlay(s[0], s[1], a, OVERLAY_SIDE) if s else None, [shown, opacity], heat,
                    show_progress="hidden", trigger_mode="always_last", api_visibility="private")
-    model_radio.change(lambda n: [card_summary(by_name[n]), _figures(registry.models_dir, by_name[n])],
-                       model_radio, [summary, figures], api_visibility="private")
+    model_radio.change(lambda n: [card_summary(by_name[n]), _figures(registry.models_dir, by_name[n]),
+                                  variants_of(by_name[n])],
+                       model_radio, [summary, figures, variant], api_visibility="private")
     diagnose_xray_api(by_name, default)
 
 
