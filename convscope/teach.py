@@ -354,7 +354,7 @@ def teach(items: list[tuple[str, Any]], backbone: Backbone,
     probs = head.probs(f_held) if len(held_idx) else np.zeros((0, len(data.labels)))
     confusion = np.zeros((len(data.labels),) * 2, np.int64)
     np.add.at(confusion, (data.y[held_idx], probs.argmax(1) if len(probs) else []), 1)
-    card = taught_card(backbone, data, head, held_idx, confusion, clock)
+    card = taught_card(backbone, data, head, confusion, clock)
     file = compose(backbone, head, card)
     model = open_model(file, f"{card['name']}.onnx")
     card["seconds"]["export"] = round(time.monotonic() - clock["fit"], 2)
@@ -365,7 +365,7 @@ def teach(items: list[tuple[str, Any]], backbone: Backbone,
     return Taught(model, card, file, confusion, sorted(wrong, key=lambda w: -w[3]))
 
 
-def taught_card(backbone: Backbone, data: Dataset, head: Head, held_idx: np.ndarray, confusion: np.ndarray,
+def taught_card(backbone: Backbone, data: Dataset, head: Head, confusion: np.ndarray,
                 clock: dict) -> dict:
     """What a taught model's file says about itself (its metadata, and the download beside it)."""
     n_held = int(confusion.sum())

@@ -92,13 +92,11 @@ def save_files(t: teach.Taught) -> list[str]:
     folder = upload_root() / f"taught-{secrets.token_hex(8)}"
     folder.mkdir(mode=0o700)
     dirs = [folder] + ([MODELS_DIR / "taught"] if os.environ.get("CONVSCOPE_SAVE_TAUGHT") == "1" else [])
-    out = []
     for d in dirs:
         d.mkdir(exist_ok=True)
         (d / f"{t.card['name']}.onnx").write_bytes(t.data)
         (d / f"{t.card['name']}.json").write_text(json.dumps(t.card, indent=1))
-    out = [str(folder / f"{t.card['name']}.onnx"), str(folder / f"{t.card['name']}.json")]
-    return out
+    return [str(folder / f"{t.card['name']}.onnx"), str(folder / f"{t.card['name']}.json")]
 
 
 def train_stream(registry: Registry, items_of: Any) -> Iterator[list]:
